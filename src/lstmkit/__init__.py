@@ -1,0 +1,24 @@
+"""lstmkit: the LSTM with first-class gates.
+
+The input gate notes what is worth remembering, the forget gate lets old memory fade, the cell
+holds the memory, and the output gate recalls what is needed now. lstmkit gives you that cell
+exactly and fast, trains it on the long-memory problems, shows what each gate does, and ships it
+small.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .core import LSTM, LSTMCell, Trace
+
+__version__ = "0.1.0"
+
+__all__ = ["LSTM", "LSTMCell", "Trace", "__version__", "load"]
+
+
+def load(run_dir: Any) -> Any:
+    """Load a trained run folder: its model, config and vocabulary/normaliser (see lstmkit.train)."""
+    from .train.run import load_run
+
+    return load_run(run_dir)

@@ -1,0 +1,80 @@
+// lstmkit fused kernels: the register-blocked micro-kernel and the packed panel layout.
+//
+// A "panel" is a K x (NV*L) block of the right-hand matrix stored k-major and contiguous:
+//     panel[k * NV*L + j*L + l]      (j < NV vectors of L lanes)
+// The micro-kernel multiplies MR rows of a row-major left matrix A (leading dimension lda) by one
+// panel and leaves the MR x NV vector accumulators in registers for the caller's epilogue, so the
+// LSTM pointwise work happens on the freshly computed pre-activations without a round trip
+// through memory. With AVX2 floats MR * NV <= 12 keeps everything in the 16 ymm registers.
+#pragma once
+
+#include "lstm_simd.h"
+
+namespace lstmkit {
+
+template <typename T, int MR, int NV>
+struct Acc {
+  Vec<T> v[MR][NV];
+};
+
+// acc = A[0:MR, 0:K] @ panel (K x NV*L)
+template <typename T, int MR, int NV>
+inline void microkernel(const T* __restrict A, int64_t lda, const T* __restrict panel, int64_t K,
+                        Acc<T, MR, NV>& acc) {
+  using V = Vec<T>;
+  constexpr int L = V::L;
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) acc.v[m][j] = V::zero();
+  const T* a[MR];
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m) a[m] = A + m * lda;
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < K; ++k) {
+    const T* bp = panel + k * (NV * L);
+    V b[NV];
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) b[j] = V::load(bp + j * L);
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) {
+      V am = V::set1(a[m][k]);
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) acc.v[m][j] = fmadd(am, b[j], acc.v[m][j]);
+    }
+  }
+}
+
+// Runs fn(row0, Acc<T, mr, NV>&) over the rows [0, M), each block of mr <= MRMAX rows multiplied by
+// the same panel. The rows are split evenly (32 rows with MRMAX 6 -> 6,6,5,5,5,5; 8 -> 4,4) because
+// a block of 1 or 2 rows runs at a fraction of the speed. fn is a generic lambda, instantiated for
+// every block height 1..MRMAX.
+template <typename T, int NV, int MR, typename F>
+inline void run_block(const T* A, int64_t lda, const T* panel, int64_t K, int64_t r, F& fn) {
+  Acc<T, MR, NV> acc;
+  microkernel<T, MR, NV>(A + r * lda, lda, panel, K, acc);
+  fn(r, acc);
+}
+
+template <typename T, int MRMAX, int NV, typename F>
+inline void for_row_blocks(const T* A, int64_t lda, const T* panel, int64_t K, int64_t M, F&& fn) {
+  static_assert(MRMAX >= 1 && MRMAX <= 6, "MRMAX in 1..6");
+  if (M <= 0) return;
+  const int64_t nb = (M + MRMAX - 1) / MRMAX;
+  const int64_t base = M / nb, extra = M % nb;
+  int64_t r = 0;
+  for (int64_t blk = 0; blk < nb; ++blk) {
+    const int64_t mr = base + (blk < extra ? 1 : 0);
+    switch (mr) {
+      case 1: run_block<T, NV, 1>(A, lda, panel, K, r, fn); break;
+      case 2: if constexpr (MRMAX >= 2) run_block<T, NV, 2>(A, lda, panel, K, r, fn); break;
+      case 3: if constexpr (MRMAX >= 3) run_block<T, NV, 3>(A, lda, panel, K, r, fn); break;
+      case 4: if constexpr (MRMAX >= 4) run_block<T, NV, 4>(A, lda, panel, K, r, fn); break;
+      case 5: if constexpr (MRMAX >= 5) run_block<T, NV, 5>(A, lda, panel, K, r, fn); break;
+      default: if constexpr (MRMAX >= 6) run_block<T, NV, 6>(A, lda, panel, K, r, fn); break;
+    }
+    r += mr;
+  }
+}
+
+}  // namespace lstmkit

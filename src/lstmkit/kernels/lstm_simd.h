@@ -1,0 +1,202 @@
+// lstmkit fused kernels: the SIMD layer.
+//
+// Vec<T> is a short vector of T with Vec<T>::L lanes and the handful of operations the LSTM
+// kernels need (load/store, partial load/store for the tail of a row, fma, sigmoid, tanh).
+//
+//  * float with AVX2+FMA (checked at compile time; the build uses -march=native and the cache key
+//    holds the CPU's flags): 8 lanes in one __m256, exp/sigmoid/tanh by Cephes-style polynomials
+//    (relative error ~2e-7 on the whole range).
+//  * everything else (double, or a CPU without AVX2): a plain array of lanes with scalar loops and
+//    std::exp / std::tanh. double exists so that torch.autograd.gradcheck can check the very same
+//    kernel code; it is not meant to be fast.
+//
+// Nothing here depends on torch, so the micro-kernels can be benchmarked standalone.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define LSTMKIT_HAVE_AVX2 1
+#else
+#define LSTMKIT_HAVE_AVX2 0
+#endif
+
+namespace lstmkit {
+
+// ---------------------------------------------------------------------------------------------
+// Generic lanes (double everywhere; float without AVX2).
+template <typename T, int N>
+struct VecG {
+  static constexpr int L = N;
+  T v[N];
+  static inline VecG zero() {
+    VecG r;
+    for (int l = 0; l < N; ++l) r.v[l] = T(0);
+    return r;
+  }
+  static inline VecG set1(T a) {
+    VecG r;
+    for (int l = 0; l < N; ++l) r.v[l] = a;
+    return r;
+  }
+  static inline VecG load(const T* p) {
+    VecG r;
+    for (int l = 0; l < N; ++l) r.v[l] = p[l];
+    return r;
+  }
+  // Loads n (< L) lanes, the others are 0.
+  static inline VecG load_n(const T* p, int n) {
+    VecG r = zero();
+    for (int l = 0; l < n; ++l) r.v[l] = p[l];
+    return r;
+  }
+  inline void store(T* p) const {
+    for (int l = 0; l < N; ++l) p[l] = v[l];
+  }
+  inline void store_n(T* p, int n) const {
+    for (int l = 0; l < n; ++l) p[l] = v[l];
+  }
+  inline T hsum() const {
+    T s = T(0);
+    for (int l = 0; l < N; ++l) s += v[l];
+    return s;
+  }
+#define LSTMKIT_G_BINOP(op)                                   \
+  friend inline VecG operator op(const VecG& a, const VecG& b) { \
+    VecG r;                                                    \
+    for (int l = 0; l < N; ++l) r.v[l] = a.v[l] op b.v[l];     \
+    return r;                                                  \
+  }
+  LSTMKIT_G_BINOP(+)
+  LSTMKIT_G_BINOP(-)
+  LSTMKIT_G_BINOP(*)
+#undef LSTMKIT_G_BINOP
+  // a * b + c
+  friend inline VecG fmadd(const VecG& a, const VecG& b, const VecG& c) {
+    VecG r;
+    for (int l = 0; l < N; ++l) r.v[l] = a.v[l] * b.v[l] + c.v[l];
+    return r;
+  }
+  friend inline VecG sigmoid(const VecG& a) {
+    VecG r;
+    for (int l = 0; l < N; ++l) r.v[l] = T(1) / (T(1) + std::exp(-a.v[l]));
+    return r;
+  }
+  friend inline VecG tanh(const VecG& a) {
+    VecG r;
+    for (int l = 0; l < N; ++l) r.v[l] = std::tanh(a.v[l]);
+    return r;
+  }
+};
+
+template <typename T>
+struct VecSel {
+  using type = VecG<T, 4>;
+};
+
+#if LSTMKIT_HAVE_AVX2
+// ---------------------------------------------------------------------------------------------
+// float x 8 with AVX2 + FMA.
+struct VecF8 {
+  static constexpr int L = 8;
+  __m256 v;
+  VecF8() = default;
+  explicit VecF8(__m256 x) : v(x) {}
+  static inline VecF8 zero() { return VecF8(_mm256_setzero_ps()); }
+  static inline VecF8 set1(float a) { return VecF8(_mm256_set1_ps(a)); }
+  static inline VecF8 load(const float* p) { return VecF8(_mm256_loadu_ps(p)); }
+  static inline __m256i mask_n(int n) {
+    // lanes l < n are selected (sign bit set)
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
+  }
+  static inline VecF8 load_n(const float* p, int n) { return VecF8(_mm256_maskload_ps(p, mask_n(n))); }
+  inline void store(float* p) const { _mm256_storeu_ps(p, v); }
+  inline void store_n(float* p, int n) const { _mm256_maskstore_ps(p, mask_n(n), v); }
+  inline float hsum() const {
+    __m128 lo = _mm256_castps256_ps128(v);
+    __m128 hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    __m128 sh = _mm_movehdup_ps(lo);
+    lo = _mm_add_ps(lo, sh);
+    sh = _mm_movehl_ps(sh, lo);
+    lo = _mm_add_ss(lo, sh);
+    return _mm_cvtss_f32(lo);
+  }
+  friend inline VecF8 operator+(VecF8 a, VecF8 b) { return VecF8(_mm256_add_ps(a.v, b.v)); }
+  friend inline VecF8 operator-(VecF8 a, VecF8 b) { return VecF8(_mm256_sub_ps(a.v, b.v)); }
+  friend inline VecF8 operator*(VecF8 a, VecF8 b) { return VecF8(_mm256_mul_ps(a.v, b.v)); }
+  friend inline VecF8 fmadd(VecF8 a, VecF8 b, VecF8 c) { return VecF8(_mm256_fmadd_ps(a.v, b.v, c.v)); }
+
+  // exp(x) for x <= 0 ... any x: Cephes expf. n = round(x log2 e), r = x - n ln2 in [-ln2/2, ln2/2],
+  // exp(r) by a degree-7 polynomial, times 2^n built in the exponent bits. Inputs are clamped to
+  // [-87.3, 88.37] so that 2^n stays a normal number (results below ~1e-38 come out as ~1e-38).
+  static inline __m256 exp_ps(__m256 x) {
+    x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3365478515625f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500E-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
+    __m256 r2 = _mm256_mul_ps(r, r);
+    p = _mm256_fmadd_ps(p, r2, r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    // 2^n; n in [-126, 128) after the clamp. n = 128 (x near 88.37) is split in two factors.
+    __m256i ni = _mm256_cvtps_epi32(n);
+    __m256i half = _mm256_srai_epi32(ni, 1);
+    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, _mm256_set1_epi32(127)), 23));
+    __m256 s2 = _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, half), _mm256_set1_epi32(127)), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+  }
+  // sigmoid(x) = 1 / (1 + exp(-x)); exact division keeps the relative error at the exp's.
+  friend inline VecF8 sigmoid(VecF8 a) {
+    __m256 e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), a.v));
+    return VecF8(_mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e)));
+  }
+  // tanh: Cephes tanhf. |x| < 0.625: x + x^3 P(x^2); otherwise sign(x) (1 - 2 / (exp(2|x|) + 1)).
+  friend inline VecF8 tanh(VecF8 a) {
+    const __m256 sign_mask = _mm256_set1_ps(-0.0f);
+    __m256 ax = _mm256_andnot_ps(sign_mask, a.v);
+    __m256 x2 = _mm256_mul_ps(a.v, a.v);
+    __m256 p = _mm256_set1_ps(-5.70498872745E-3f);
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.06390887954E-2f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-5.37397155531E-2f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.33314422036E-1f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-3.33332819422E-1f));
+    __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(p, x2), a.v, a.v);
+    __m256 e = exp_ps(_mm256_add_ps(ax, ax));
+    __m256 big = _mm256_sub_ps(_mm256_set1_ps(1.0f),
+                               _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, _mm256_set1_ps(1.0f))));
+    big = _mm256_or_ps(big, _mm256_and_ps(a.v, sign_mask));
+    __m256 is_small = _mm256_cmp_ps(ax, _mm256_set1_ps(0.625f), _CMP_LT_OQ);
+    return VecF8(_mm256_blendv_ps(big, small, is_small));
+  }
+};
+
+template <>
+struct VecSel<float> {
+  using type = VecF8;
+};
+#else
+template <>
+struct VecSel<float> {
+  using type = VecG<float, 8>;
+};
+#endif
+
+template <typename T>
+using Vec = typename VecSel<T>::type;
+
+inline bool compiled_with_avx2() { return LSTMKIT_HAVE_AVX2 != 0; }
+
+}  // namespace lstmkit

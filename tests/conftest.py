@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def backends() -> list[str]:
+    """The lstmkit paths to test: torch and reference always, fused where the kernels are usable."""
+    out = ["torch", "reference"]
+    try:
+        from lstmkit import kernels
+
+        if hasattr(kernels, "available") and kernels.available():
+            out.append("fused")
+    except ImportError:
+        pass
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
