@@ -333,16 +333,14 @@ class LSTM(nn.Module):
                     "use backend='auto' or 'reference'"
                 )
             return "torch"
+        if req == "auto" and plain and not traced:
+            return "torch"
         fused_ok = self._fused_supported(x, packed)
         if req == "fused":
             if not fused_ok:
-                from .. import kernels
-
-                why = kernels.unavailable_reason() or "this configuration, dtype or device is not supported"
+                why = _kernel_reason() or "this configuration, dtype or device is not supported"
                 raise ValueError(f"LSTM: backend='fused' cannot run here: {why}; use backend='auto'")
             return "fused"
-        if plain and not traced:
-            return "torch"
         return "fused" if fused_ok else "reference"
 
     def _fused_supported(self, x: Tensor, packed: bool) -> bool:
@@ -774,6 +772,15 @@ def zoneout_masks(
         else:
             out.append(torch.full(shape, rate, dtype=like.dtype, device=like.device))
     return out[0], out[1]
+
+
+def _kernel_reason() -> str | None:
+    try:
+        from .. import kernels
+    except ImportError as e:
+        return f"the kernels cannot be imported ({e})"
+    fn = getattr(kernels, "unavailable_reason", None)
+    return fn() if fn is not None else "the fused kernels are not built into this installation"
 
 
 def _fused_runner(

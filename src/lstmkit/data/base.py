@@ -244,6 +244,10 @@ class Task(ABC):
 
     # -- display and reference
 
+    def class_names(self) -> list[str] | None:
+        """Display names of the output classes of a classification task; None where they have none."""
+        return None
+
     @abstractmethod
     def render(self, x_row: torch.Tensor) -> list[str]:
         """One display string per step of one sequence (x_row: (T,) ids or (T, I) features)."""

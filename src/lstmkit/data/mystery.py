@@ -103,7 +103,7 @@ class MysteryTask(SyntheticTask):
     def question_id(self) -> int:
         return self.filler_words + 2 * self.suspects
 
-    def class_names(self) -> list[str]:
+    def class_names(self) -> list[str] | None:
         return list(self.names)
 
     def _generate(self, n: int, rng: np.random.Generator) -> Batch:

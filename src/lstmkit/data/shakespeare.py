@@ -24,6 +24,7 @@ _STAR_SPAN = re.compile(r"\*+[^*]*\*+")
 _BRACKETS = re.compile(r"\\?\[[^\]\n]*\]")
 _ESCAPE = re.compile(r"\\(.)")
 _BLANK_LINES = re.compile(r"\n[ \t]*\n")
+_SPACES = re.compile(r"[ \t]{2,}")
 
 
 def plays_dir() -> Path:
@@ -48,6 +49,7 @@ def _clean(text: str) -> list[str]:
         text = _STAR_SPAN.sub("", text)
         text = _BRACKETS.sub("", text)
         text = _ESCAPE.sub(r"\1", text)
+        text = _SPACES.sub(" ", text)
     lines = (line.strip() for line in text.split("\n"))
     return [line for line in lines if line]
 

@@ -82,7 +82,7 @@ class TemporalOrderTask(SyntheticTask):
     def _metrics(self, sums: dict[str, float]) -> dict[str, float]:
         return {"accuracy": sums["correct"] / sums["n"], "ce": sums["ce"] / sums["n"]}
 
-    def class_names(self) -> list[str]:
+    def class_names(self) -> list[str] | None:
         k = len(self.windows)
         return ["".join("XY"[(c >> (k - 1 - j)) & 1] for j in range(k)) for c in range(2**k)]
 

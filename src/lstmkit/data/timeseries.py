@@ -67,15 +67,17 @@ def read_csv_columns(path: Path, columns: list[str], delimiter: str = ",") -> di
 def detect_season(y: np.ndarray, max_lag: int | None = None) -> int:
     """The seasonal period of `y` by autocorrelation, or 1 when there is none to speak of.
 
-    The series is detrended by a least-squares line; the biased autocorrelation is computed for lags up
-    to `max_lag` (default len(y) // 2). The season is the lag >= 2 of the highest local maximum of the
-    autocorrelation that exceeds 0.2 and rises at least 0.1 above the lowest autocorrelation at a
-    smaller lag (a real peak, not the slow decay of a trend or random walk). Heuristic: pass the season
-    explicitly when you know it.
+    The series is detrended by a least-squares line and its (biased) autocorrelation r_k computed for
+    lags up to `max_lag` (default len(y) // 3). A lag L >= 2 is a candidate when r_L is a local
+    maximum, r_L > 0.2, r_L exceeds twice its standard error under Bartlett's formula,
+    sqrt((1 + 2 * sum_{k<L} r_k^2) / n), and r_L rises at least 0.1 above the lowest r_k at a smaller
+    lag (a real peak, not the slow decay of a trend or random walk). The season is the smallest
+    candidate whose r_L is within 80% of the best candidate's, so a multiple of the period loses to
+    the period itself. A heuristic: pass the season explicitly when you know it.
     """
     y = np.asarray(y, dtype=np.float64)
     n = len(y)
-    max_lag = min(n // 2 if max_lag is None else max_lag, n - 2)
+    max_lag = min(n // 3 if max_lag is None else max_lag, n - 2)
     if max_lag < 3:
         return 1
     t = np.arange(n, dtype=np.float64)
@@ -88,13 +90,16 @@ def detect_season(y: np.ndarray, max_lag: int | None = None) -> int:
     f = np.fft.rfft(r, size)
     acf = np.fft.irfft(f * np.conj(f), size)[: max_lag + 2] / var
     lags = np.arange(2, max_lag + 1)
-    low = np.minimum.accumulate(acf[1:])[lags - 2]  # lowest acf over lags 1..L-1
-    peak = (acf[lags] >= acf[lags - 1]) & (acf[lags] >= acf[lags + 1])
-    ok = peak & (acf[lags] > 0.2) & (acf[lags] - low >= 0.1)
+    val = acf[lags]
+    low = np.minimum.accumulate(acf[1:])[lags - 2]  # lowest r_k over k = 1..L-1
+    bartlett = np.sqrt((1.0 + 2.0 * np.cumsum(acf[1:] ** 2)[lags - 2]) / n)
+    peak = (val >= acf[lags - 1]) & (val >= acf[lags + 1])
+    ok = peak & (val > 0.2) & (val > 2.0 * bartlett) & (val - low >= 0.1)
     if not ok.any():
         return 1
     cand = lags[ok]
-    return int(cand[np.argmax(acf[cand])])
+    strong = cand[acf[cand] >= 0.8 * acf[cand].max()]
+    return int(strong.min())
 
 
 def seasonal_naive_scale(y_train: np.ndarray, season: int) -> float:
@@ -183,6 +188,13 @@ class CsvTask(Task):
                     f"{b - a}, fewer than window + horizon = {need}; use a smaller window or horizon"
                 )
         y_train = data[target][:n_train]
+        raw = np.stack([data[c] for c in columns], axis=1)  # (N, I)
+        mean = raw[:n_train].mean(0)
+        std = raw[:n_train].std(0)
+        if std[0] <= 1e-12 * max(1.0, abs(mean[0])):
+            raise DataError(
+                f"csv: the target {target!r} is constant on the training part; choose a column that varies"
+            )
         if season is None:
             season = detect_season(y_train)
         season = check_int(self.name, "season", season, minimum=1, maximum=n_train - 1)
@@ -191,13 +203,6 @@ class CsvTask(Task):
             raise DataError(
                 f"csv: the target {target!r} repeats exactly with season {season} on the training part, "
                 "so MASE is undefined; pass another season or another target"
-            )
-        raw = np.stack([data[c] for c in columns], axis=1)  # (N, I)
-        mean = raw[:n_train].mean(0)
-        std = raw[:n_train].std(0)
-        if std[0] <= 1e-12 * max(1.0, abs(mean[0])):
-            raise DataError(
-                f"csv: the target {target!r} is constant on the training part; choose a column that varies"
             )
         std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)  # constant features stay 0
 
