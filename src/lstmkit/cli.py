@@ -9,10 +9,34 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+# task parameters: CLI flag dest -> the task's parameter name
+TASK_FLAGS = {
+    "length": "T", "form": "form", "variant": "variant", "suspects": "suspects",
+    "red_herrings": "red_herrings", "filler_words": "filler_words", "n_val": "n_val", "n_test": "n_test",
+    "n_train": "n_train", "text_file": "text_file", "seq_len": "seq_len", "csv": "csv",
+    "target_column": "target", "features": "features", "window": "window", "horizon": "horizon",
+    "season": "season", "delimiter": "delimiter",
+}
+VARIANT_FLAGS = ("forget_bias", "peephole", "layer_norm", "coupled", "zoneout", "weight_drop")
+TRAIN_FLAGS = ("seed", "arch", "hidden_size", "num_layers", "embedding_size", "dropout", "tie_weights",
+               "proj_size", "batch_size", "lr", "weight_decay", "clip", "schedule", "warmup", "max_steps",
+               "max_time", "eval_every", "patience", "log_every")
 
 
-class UsageError(Exception):
+class UsageError(ValueError):
     """Bad input from the command line: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line and exit status 2 (argparse's own code)."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ----------------------------------------------------------------------------- commands
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -22,39 +46,225 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_config(args: argparse.Namespace) -> Any:
+    from .train import TrainConfig
+
+    task_params = {TASK_FLAGS[k]: getattr(args, k) for k in TASK_FLAGS if getattr(args, k, None) is not None}
+    if "features" in task_params:
+        task_params["features"] = [c.strip() for c in task_params["features"].split(",") if c.strip()]
+    for item in args.task_param or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--task-param takes KEY=VALUE, got {item!r}")
+        task_params[key] = _parse_value(value)
+    variants = {k: getattr(args, k) for k in VARIANT_FLAGS if getattr(args, k) not in (None, False)}
+    kw = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
+    if args.target_metric is not None:
+        kw["target"] = args.target_metric
+    return TrainConfig(task=args.task, task_params=task_params, variants=variants, **kw)
+
+
+def _parse_value(v: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(v.lower(), v)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import resume, train
+
+    if args.resume:
+        res = resume(args.resume, max_steps=args.max_steps, max_time=args.max_time, progress=not args.quiet)
+    else:
+        cfg = _train_config(args)
+        out = args.out or f"runs/{args.task}"
+        res = train(cfg, out, progress=not args.quiet)
+    print(_result_text(res))
+    return 0
+
+
+def _result_text(res: Any) -> str:
+    def fmt(d: dict[str, float]) -> str:
+        return ", ".join(f"{k} {v:.4g}" for k, v in d.items())
+
+    return (f"run folder: {res.run_dir}\nsteps: {res.steps} (best at {res.best_step}; stopped: {res.stopped_because}; "
+            f"{res.elapsed:.0f} s)\nvalidation: {fmt(res.val)}\ntest: {fmt(res.test)}\nbaseline: {fmt(res.baseline)}")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .train import load_run
+
+    run = load_run(args.run)
+    metrics = run.evaluate(args.split)
+    for k, v in metrics.items():
+        print(f"{k} {v:.6g}")
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from .train import load_run
+
+    run = load_run(args.run)
+    print(run.sample(args.prompt, args.length, args.temperature, args.top_k, args.seed))
+    return 0
+
+
+def _cmd_explore(args: argparse.Namespace) -> int:
+    from .explore import explore_run
+
+    info = explore_run(args.run, input_text=args.input, input_file=args.input_file, sample=args.sample,
+                       out=args.out, png=args.png)
+    print(f"explorer page: {info['page']}")
+    if info["unknown"]:
+        print(f"{info['unknown']} input items are outside the model's vocabulary: fed as a stand-in, marked ⚠ on the page")
+    for p in info["pngs"]:
+        print(f"figure: {p}")
+    if info["summary"]:
+        print(info["summary"])
+    if args.serve:
+        from .explore import serve
+
+        serve(info["page"].parent, port=args.port, block=True, verbose=False)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, budget=args.budget, progress=not args.quiet)
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--out", help="run folder to create (default runs/TASK)")
+    g.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (its config is used)")
+    g.add_argument("--seed", type=int, help="seed for weights, data and training order (default 0)")
+    g.add_argument("--quiet", action="store_true", help="no progress output")
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", choices=("lstm", "gru", "rnn"), help="recurrent core (default lstm)")
+    g.add_argument("--hidden-size", type=int, help="hidden units (default 64)")
+    g.add_argument("--num-layers", type=int, help="layers (default 1)")
+    g.add_argument("--embedding-size", type=int, help="token embedding size (default 32)")
+    g.add_argument("--dropout", type=float, help="dropout between layers and before the head")
+    g.add_argument("--tie-weights", action="store_true", default=None, help="LM head shares the embedding")
+    g.add_argument("--proj-size", type=int, help="LSTM projection size")
+    g = p.add_argument_group("LSTM variants")
+    g.add_argument("--forget-bias", type=float, help="initial forget-gate bias (default 1)")
+    g.add_argument("--peephole", action="store_true", help="peephole connections (Gers & Schmidhuber 2000)")
+    g.add_argument("--layer-norm", action="store_true", help="layer-normalised LSTM (Ba et al. 2016)")
+    g.add_argument("--coupled", action="store_true", help="coupled input and forget gates, f = 1 - i")
+    g.add_argument("--zoneout", type=float, help="zoneout rate on h and c (Krueger et al. 2016)")
+    g.add_argument("--weight-drop", type=float, help="DropConnect rate on W_hh (Merity et al. 2017)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--batch-size", type=int, help="sequences per step (default 32)")
+    g.add_argument("--lr", type=float, help="AdamW learning rate (default 2e-3)")
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0.01)")
+    g.add_argument("--clip", type=float, help="gradient-norm clip (default 1)")
+    g.add_argument("--schedule", choices=("constant", "cosine"), help="learning-rate schedule")
+    g.add_argument("--warmup", type=int, help="linear warm-up steps")
+    g.add_argument("--max-steps", type=int, help="training steps (default 2000)")
+    g.add_argument("--max-time", type=float, help="training time budget in seconds")
+    g.add_argument("--eval-every", type=int, help="steps between validations and checkpoints (default 100)")
+    g.add_argument("--patience", type=int, help="stop after this many validations without improvement (0 = never)")
+    g.add_argument("--target-metric", type=float, help="stop once the validation main metric reaches this value")
+    g.add_argument("--log-every", type=int, help="steps between logged training losses")
+    g = p.add_argument_group("task data")
+    g.add_argument("--length", type=int, help="sequence length T (adding, copy, mystery)")
+    g.add_argument("--form", help="adding: modern or 1997")
+    g.add_argument("--variant", help="temporal-order: 6a or 6b")
+    g.add_argument("--suspects", type=int, help="mystery: the pool of suspect names (classes)")
+    g.add_argument("--red-herrings", type=int, help="mystery: suspects cleared by an alibi in each story")
+    g.add_argument("--filler-words", type=int, help="mystery: size of the filler vocabulary")
+    g.add_argument("--n-val", type=int, help="validation sequences (synthetic tasks)")
+    g.add_argument("--n-test", type=int, help="test sequences (synthetic tasks)")
+    g.add_argument("--n-train", type=int, help="reber: a fixed training set of this many strings")
+    g.add_argument("--text-file", help="text: a UTF-8 text file (default: Shakespeare's plays)")
+    g.add_argument("--seq-len", type=int, help="text: characters per training sequence")
+    g.add_argument("--csv", help="csv: the CSV file")
+    g.add_argument("--target", dest="target_column", help="csv: the column to forecast")
+    g.add_argument("--features", help="csv: input columns, comma-separated (default: the target)")
+    g.add_argument("--window", type=int, help="csv: past steps the model sees")
+    g.add_argument("--horizon", type=int, help="csv: future steps to forecast")
+    g.add_argument("--season", type=int, help="csv: season length for MASE (default: detected)")
+    g.add_argument("--delimiter", help="csv: field delimiter (default ,)")
+    g.add_argument("--task-param", action="append", metavar="KEY=VALUE", help="any other task parameter")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lstmkit",
-        description="The LSTM with first-class gates: train it, see inside it, ship it.",
-    )
+    p = _Parser(prog="lstmkit", description="The LSTM with first-class gates: train it, see inside it, ship it.")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    d = sub.add_parser("demo", help="the main job: train the mystery task (LSTM vs vanilla RNN) and report")
+    d.add_argument("--out", default="runs/demo", help="folder for the runs (default runs/demo)")
+    d.add_argument("--budget", type=float, default=60.0, help="training seconds per model (default 60)")
+    d.add_argument("--quiet", action="store_true", help="no progress output")
+    d.set_defaults(func=_cmd_demo)
+
+    t = sub.add_parser("train", help="train a model on a task into a run folder")
+    t.add_argument("task", metavar="TASK", help="adding, copy, temporal-order, reber, mystery, text, csv")
+    _add_train_options(t)
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("evaluate", help="print a run's metrics on the test (or validation) set")
+    e.add_argument("run", metavar="RUN")
+    e.add_argument("--split", default="test", choices=("val", "test"))
+    e.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("sample", help="generate text from a language-model run")
+    s.add_argument("run", metavar="RUN")
+    s.add_argument("--prompt", default="", help="text to continue")
+    s.add_argument("--length", type=int, default=300, help="characters to generate")
+    s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy; higher = more varied")
+    s.add_argument("--top-k", type=int, help="sample among the k most likely characters")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_cmd_sample)
+
+    x = sub.add_parser("explore", help="build the gate explorer page of a run (what each unit notes, holds, forgets, recalls)")
+    x.add_argument("run", metavar="RUN")
+    src = x.add_mutually_exclusive_group()
+    src.add_argument("--input", help="text to run the model on (characters or words of its vocabulary)")
+    src.add_argument("--input-file", help="a UTF-8 file to run the model on")
+    src.add_argument("--sample", type=int, help="the N-th sequence of the task's test set (default 0)")
+    x.add_argument("--out", help="folder for index.html (default RUN/explore)")
+    x.add_argument("--png", action="store_true", help="also write the main views as PNG figures")
+    x.add_argument("--serve", action="store_true", help="serve the page at http://127.0.0.1:PORT/ until Ctrl-C")
+    x.add_argument("--port", type=int, default=0, help="port for --serve (default: any free port)")
+    x.set_defaults(func=_cmd_explore)
+
     b = sub.add_parser("bench", help="speed of lstmkit's paths against torch.nn.LSTM and the GEMM ceiling")
     b.add_argument("--quick", action="store_true", help="small shapes and few repetitions (a smoke run)")
     b.set_defaults(func=_cmd_bench)
     return p
 
 
-class _Parser(argparse.ArgumentParser):
-    pass
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
+        parser.print_help(sys.stderr)
         return 2
+    from .train import TrainingStopped
+
     try:
         return int(args.func(args))
-    except (UsageError, ValueError, TypeError, FileNotFoundError, PermissionError) as e:
+    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, TrainingStopped) as e:
+        # ValueError covers DataError, RunError and every validation error of the library
         if args.debug:
             raise
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        text = str(e).strip().splitlines()
+        msg = text[0] if text else type(e).__name__
         print(f"lstmkit {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted (the last checkpoint is kept; continue with --resume)", file=sys.stderr)
         return 130
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import QUANTITIES, as_array, get_quantity, retention, retention_histogram, saturation
+from .analysis import QUANTITIES, get_quantity, retention, retention_histogram, saturation
 
 __all__ = ["build_page", "write_page", "display_token", "trace_for_sequence", "page_data"]
 
@@ -108,7 +108,7 @@ def _check_trace(trace: Any, tokens: Sequence[str]) -> dict[str, np.ndarray]:
     for q, a in arrays.items():
         want = (LD, T) if q == "h" else (LD, T, H)
         if a.shape[: len(want)] != want:
-            raise ValueError(f"build_page: trace[{q!r}] has shape {a.shape}, expected {want + ('…',)[:0]}")
+            raise ValueError(f"build_page: trace[{q!r}] has shape {a.shape}, expected {want} + (units,)")
         if not np.isfinite(a).all():
             raise ValueError(f"build_page: trace[{q!r}] contains NaN or inf")
     if len(tokens) != T:
@@ -142,25 +142,30 @@ def page_data(
     quantities: dict[str, Any] = {}
     for q in QUANTITIES:
         a = arrays[q]
-        ranges, display, blobs = [], [], []
+        ranges, display, unit_display, blobs = [], [], [], []
         for k in range(LD):
             if GATE_KINDS[q] == "gate":
                 lo, hi, disp = 0.0, 1.0, 1.0
+                per_unit = np.ones(a.shape[2])
             else:
                 m = float(np.abs(a[k]).max())
                 s = 1.0 if q == "g" else max(m, 1e-6)
                 lo, hi = -s, s
-                # Colour saturates at the 99.5th percentile so one outlier does not wash out the rest.
+                # Colour saturates at the 99.5th percentile so one outlier does not wash out the rest;
+                # a unit's own scale is floored at a tenth of the layer's so that noise is not inflated.
                 disp = 1.0 if q == "g" else max(float(np.percentile(np.abs(a[k]), 99.5)), 1e-6)
+                per_unit = np.maximum(np.percentile(np.abs(a[k]), 99.5, axis=0), 0.1 * disp)
             ranges.append([lo, hi])
             display.append(round(disp, 6))
+            unit_display.append([round(float(x), 6) for x in per_unit])
             blobs.append(_encode(a[k], lo, hi))
         quantities[q] = {"kind": GATE_KINDS[q], "width": int(a.shape[2]), "range": ranges,
-                         "display": display, "data": blobs}
+                         "display": display, "unit_display": unit_display, "data": blobs}
 
     # Memory retention and per-unit scores, per layer row, from the full-precision trace.
     long = T > 2 * _RETENTION_MAX_STARTS
-    ret_layers, scores = [], []
+    ret_layers: list[dict[str, Any] | None] = []
+    scores: list[dict[str, Any]] = []
     sat = saturation(arrays)
     for k in range(LD):
         if T >= 2:
@@ -183,7 +188,7 @@ def page_data(
         else:
             ret_layers.append(None)
             half = np.full(H, np.inf)
-        sat_unit = ((sat.low_per_unit[:, k] + sat.high_per_unit[:, k])).mean(axis=0)
+        sat_unit = (sat.low_per_unit[:, k] + sat.high_per_unit[:, k]).mean(axis=0)
         scores.append({"half_life": _nums(half, 3), "saturation": _nums(sat_unit, 4)})
 
     preds = []
@@ -211,10 +216,10 @@ def page_data(
 
     sig = None
     if signal is not None:
-        s = np.asarray(signal, dtype=np.float64).ravel()
-        if s.shape != (T,):
-            raise ValueError(f"build_page: signal must have one value per step ({T}), got {s.shape}")
-        sig = {"name": str(signal_name), "values": _nums(s, 5)}
+        sv = np.asarray(signal, dtype=np.float64).ravel()
+        if sv.shape != (T,):
+            raise ValueError(f"build_page: signal must have one value per step ({T}), got {sv.shape}")
+        sig = {"name": str(signal_name), "values": _nums(sv, 5)}
 
     if report is None:
         report_text = None

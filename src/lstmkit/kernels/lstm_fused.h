@@ -20,7 +20,10 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <thread>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -30,11 +33,91 @@
 
 namespace lstmkit {
 
-inline void thread_barrier() {
-#ifdef _OPENMP
-#pragma omp barrier
+// --------------------------------------------------------------------------------------------
+// Team: the threads of one kernel call and their per-step barrier.
+//
+// A spin barrier (pause, then sched_yield) that also watches for oversubscription: on a machine
+// where other processes compete for the cores, a thread of ours is regularly descheduled and its
+// partner spins a whole time slice at every barrier, which can make 2 threads many times slower
+// than 1. The barrier measures the time threads spend waiting; if, over a window of steps, it
+// exceeds a quarter of the elapsed time, the team shrinks to thread 0 (at a barrier, so no work
+// is lost: ranges are recomputed from `active` after every sync, and every element is computed by
+// the same arithmetic whatever the split) and the process remembers it for a couple of seconds.
+// --------------------------------------------------------------------------------------------
+inline int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+inline std::atomic<int64_t>& single_thread_until_ns() {
+  static std::atomic<int64_t> until{0};
+  return until;
+}
+
+inline void cpu_relax() {
+#if LSTMKIT_HAVE_AVX2
+  _mm_pause();
 #endif
 }
+
+class Team {
+ public:
+  static constexpr int kMaxThreads = 64;
+  static constexpr int kWindow = 16;          // barriers per contention check
+  static constexpr double kMaxWaitShare = 0.25;
+
+  explicit Team(int np) : np_(std::max(1, std::min(np, kMaxThreads))), active_(np_) {
+    for (auto& w : wait_) w.ns = 0;
+    window_start_ = now_ns();
+  }
+  int size() const { return np_; }
+  int active() const { return active_.load(std::memory_order_acquire); }
+  void force_single() { active_.store(1, std::memory_order_release); }
+
+  // Called by every active thread; returns the number of active threads after the barrier
+  // (threads p >= the result must stop).
+  int sync(int p) {
+    const int n = active_.load(std::memory_order_acquire);
+    if (n <= 1) return 1;
+    const int64_t t0 = now_ns();
+    const int gen = gen_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == n - 1) {
+      if (++syncs_ % kWindow == 0) {
+        int64_t waited = 0;
+        for (int k = 0; k < n; ++k) waited += wait_[k].ns, wait_[k].ns = 0;
+        const int64_t elapsed = t0 - window_start_;
+        window_start_ = t0;
+        if ((double)waited > kMaxWaitShare * (double)elapsed * (double)(n - 1)) {
+          active_.store(1, std::memory_order_release);
+          single_thread_until_ns().store(t0 + 2000000000LL, std::memory_order_relaxed);
+        }
+      }
+      arrived_.store(0, std::memory_order_relaxed);
+      gen_.fetch_add(1, std::memory_order_acq_rel);
+    } else {
+      for (int i = 0; gen_.load(std::memory_order_acquire) == gen; ++i) {
+        if (i < 2000)
+          cpu_relax();
+        else
+          std::this_thread::yield();
+      }
+      wait_[p].ns += now_ns() - t0;
+    }
+    return active_.load(std::memory_order_acquire);
+  }
+
+ private:
+  struct alignas(64) Slot {
+    int64_t ns;
+  };
+  int np_;
+  alignas(64) std::atomic<int> arrived_{0};
+  alignas(64) std::atomic<int> gen_{0};
+  alignas(64) std::atomic<int> active_;
+  int64_t syncs_ = 0;         // touched by the releasing thread only
+  int64_t window_start_ = 0;  // idem
+  Slot wait_[kMaxThreads];
+};
 
 inline void split_range(int64_t n, int p, int np, int64_t& b, int64_t& e) {
   b = n * p / np;
@@ -61,6 +144,43 @@ inline void copy_n(const T* s, T* d, int64_t n) {
   for (int64_t k = 0; k < n; ++k) d[k] = s[k];
 }
 
+// Row reductions with a scalar tail (the vector body never reads past n).
+template <typename T>
+inline T row_sum(const T* a, int64_t n) {
+  using V = Vec<T>;
+  V s = V::zero();
+  int64_t k = 0;
+  for (; k + V::L <= n; k += V::L) s = s + V::load(a + k);
+  T r = s.hsum();
+  for (; k < n; ++k) r += a[k];
+  return r;
+}
+template <typename T>
+inline T row_dot(const T* a, const T* b, int64_t n) {
+  using V = Vec<T>;
+  V s = V::zero();
+  int64_t k = 0;
+  for (; k + V::L <= n; k += V::L) s = fmadd(V::load(a + k), V::load(b + k), s);
+  T r = s.hsum();
+  for (; k < n; ++k) r += a[k] * b[k];
+  return r;
+}
+// sum of (a - m)^2
+template <typename T>
+inline T row_sqdev(const T* a, T m, int64_t n) {
+  using V = Vec<T>;
+  const V mv = V::set1(m);
+  V s = V::zero();
+  int64_t k = 0;
+  for (; k + V::L <= n; k += V::L) {
+    const V d = V::load(a + k) - mv;
+    s = fmadd(d, d, s);
+  }
+  T r = s.hsum();
+  for (; k < n; ++k) r += (a[k] - m) * (a[k] - m);
+  return r;
+}
+
 // ============================================================================================
 // Forward
 // ============================================================================================
@@ -74,7 +194,7 @@ struct FwdLoop {
   int64_t T_ = 0, B = 0, H = 0, R = 0, P = 0, Hp = 0, NU = 0, NPP = 0;
   bool coupled = false;
   // inputs
-  const T* xp = nullptr;     // (T, B, 4Hp) input projections + both biases, interleaved: [u][gate][lane]
+  const T* xp = nullptr;     // (T, B, 4H) input projections + both biases (with layer_norm: LN'd, + b)
   const T* wf = nullptr;     // packed, see above
   const T* wr = nullptr;     // packed, or null without projection
   const T* h0 = nullptr;     // (B, R)
@@ -90,6 +210,16 @@ struct FwdLoop {
   T* gates = nullptr; // (T, B, 4H) activations i, f, g, o in torch's gate order, or null (inference)
   T* hc = nullptr;    // (T, B, H) o * tanh(c) before the projection, only with a projection
   T* scratch = nullptr;  // (nthreads, B, 2L) per-thread i/f pre-activations of one unit block
+  // layer_norm only (null otherwise). xp then holds LN(x W_ih^T) + b_ih + b_hh.
+  const T* ln_ghh = nullptr;  // (4H) gain of LN(h W_hh^T)
+  const T* ln_bhh = nullptr;  // (4H) shift of LN(h W_hh^T)
+  const T* ln_gc = nullptr;   // (H) gain of LN(c~)
+  const T* ln_bc = nullptr;   // (H) shift of LN(c~)
+  T* zhat = nullptr;    // (T, B, 4H) h_{t-1} W_hh^T, normalised in place (saved for backward)
+  T* rstd_h = nullptr;  // (T, B) 1 / std of each zhat row
+  T* stat_c = nullptr;  // (T, B, 2) mean and 1 / std of c~ (over H)
+  T* rowbuf = nullptr;  // (nthreads, 5H) per-thread row scratch: gates and c~ when they are not stored
+  T eps = T(1e-5);
 
   inline bool valid(int64_t t, int64_t b) const { return len == nullptr || t < len[b]; }
   inline const T* hprev(int64_t t) const {
@@ -97,6 +227,21 @@ struct FwdLoop {
     return t == 0 ? h0 : y + (t - 1) * B * R;
   }
   inline T* hnext(int64_t t) const { return hall ? hall + (t + 1) * B * R : y + t * B * R; }
+
+  // Past the end of sequence b: the state is carried, the trace and y are 0 (units hu..hu+n).
+  inline void carry(int64_t t, int64_t b, int64_t hu, int64_t n) const {
+    const int64_t tb = t * B + b;
+    copy_n(call + tb * H + hu, call + (tb + B) * H + hu, n);
+    if (ctil) copy_n(call + tb * H + hu, ctil + tb * H + hu, n);
+    if (gates)
+      for (int q = 0; q < 4; ++q) fill_n(gates + tb * 4 * H + q * H + hu, n, T(0));
+    if (P > 0) {
+      fill_n(hc + tb * H + hu, n, T(0));
+    } else {
+      copy_n(hprev(t) + b * R + hu, hnext(t) + b * R + hu, n);
+      if (hall) fill_n(y + tb * R + hu, n, T(0));
+    }
+  }
 
   // The pointwise pass for row b, unit block u, step t; pre_if holds the i, f recurrent
   // pre-activations (2L), ag / ao the g, o ones.
@@ -107,23 +252,14 @@ struct FwdLoop {
     const T* cp = call + tb * H + hu;
     T* cn = call + (tb + B) * H + hu;
     if (!valid(t, b)) {
-      copy_n(cp, cn, n);
-      if (ctil) copy_n(cp, ctil + tb * H + hu, n);
-      if (gates)
-        for (int q = 0; q < 4; ++q) fill_n(gates + tb * 4 * H + q * H + hu, n, T(0));
-      if (P > 0) {
-        fill_n(hc + tb * H + hu, n, T(0));
-      } else {
-        copy_n(hprev(t) + b * R + hu, hnext(t) + b * R + hu, n);
-        if (hall) fill_n(y + tb * R + hu, n, T(0));
-      }
+      carry(t, b, hu, n);
       return;
     }
-    const T* x = xp + tb * 4 * Hp + u * 4 * L;
-    V ai = V::load(pre_if) + V::load(x);
-    V af = V::load(pre_if + L) + V::load(x + L);
-    ag = ag + V::load(x + 2 * L);
-    ao = ao + V::load(x + 3 * L);
+    const T* x = xp + tb * 4 * H + hu;
+    V ai = V::load(pre_if) + ld(x, n);
+    V af = V::load(pre_if + L) + ld(x + H, n);
+    ag = ag + ld(x + 2 * H, n);
+    ao = ao + ld(x + 3 * H, n);
     const V c_prev = ld(cp, n);
     if (peep) {
       ai = fmadd(ld(peep + hu, n), c_prev, ai);
@@ -184,12 +320,129 @@ struct FwdLoop {
     }
   }
 
-  void run(int p, int np) const {
-    int64_t u0, u1, q0, q1;
-    split_range(NU, p, np, u0, u1);
-    split_range(NPP, p, np, q0, q1);
+  // layer_norm: the whole pointwise pass of row b at step t (zhat[t, b] holds the raw h W_hh^T).
+  void ln_row(int64_t t, int64_t b, T* rb) const {
+    const int64_t tb = t * B + b;
+    if (!valid(t, b)) {
+      carry(t, b, 0, H);
+      rstd_h[tb] = T(0);
+      stat_c[2 * tb] = stat_c[2 * tb + 1] = T(0);
+      return;
+    }
+    const int64_t H4 = 4 * H;
+    T* z = zhat + tb * H4;
+    const T mz = row_sum(z, H4) / T(H4);
+    const T rz = T(1) / std::sqrt(row_sqdev(z, mz, H4) / T(H4) + eps);
+    rstd_h[tb] = rz;
+    {
+      const V mv = V::set1(mz), rv = V::set1(rz);
+      int64_t k = 0;
+      for (; k + L <= H4; k += L) ((V::load(z + k) - mv) * rv).store(z + k);
+      for (; k < H4; ++k) z[k] = (z[k] - mz) * rz;
+    }
+    T* gp = gates ? gates + tb * H4 : rb;                               // (4H) activations
+    T* cb = ctil ? ctil + tb * H : (zc ? rb + H4 : call + (tb + B) * H);  // (H) c~
+    const T* cpr = call + tb * H;
+    const T* x = xp + tb * H4;
+    for (int64_t u = 0; u < NU; ++u) {
+      const int64_t hu = u * L;
+      const int n = (int)std::min<int64_t>(L, H - hu);
+      V a[4];
+      for (int q = 0; q < 4; ++q) {
+        const int64_t o = q * H + hu;
+        a[q] = fmadd(ld(ln_ghh + o, n), ld(z + o, n), ld(ln_bhh + o, n)) + ld(x + o, n);
+      }
+      const V c_prev = ld(cpr + hu, n);
+      if (peep) {
+        a[0] = fmadd(ld(peep + hu, n), c_prev, a[0]);
+        a[1] = fmadd(ld(peep + H + hu, n), c_prev, a[1]);
+      }
+      const V i = sigmoid(a[0]);
+      const V f = coupled ? V::set1(T(1)) - i : sigmoid(a[1]);
+      const V g = tanh(a[2]);
+      const V ct = fmadd(f, c_prev, i * g);
+      if (peep) a[3] = fmadd(ld(peep + 2 * H + hu, n), ct, a[3]);
+      const V o = sigmoid(a[3]);
+      st(i, gp + hu, n);
+      st(f, gp + H + hu, n);
+      st(g, gp + 2 * H + hu, n);
+      st(o, gp + 3 * H + hu, n);
+      st(ct, cb + hu, n);
+    }
+    const T mc = row_sum(cb, H) / T(H);
+    const T rc = T(1) / std::sqrt(row_sqdev(cb, mc, H) / T(H) + eps);
+    stat_c[2 * tb] = mc;
+    stat_c[2 * tb + 1] = rc;
+    const V mcv = V::set1(mc), rcv = V::set1(rc);
+    for (int64_t u = 0; u < NU; ++u) {
+      const int64_t hu = u * L;
+      const int n = (int)std::min<int64_t>(L, H - hu);
+      const V ct = ld(cb + hu, n);
+      const V yv = fmadd(ld(ln_gc + hu, n), (ct - mcv) * rcv, ld(ln_bc + hu, n));
+      const V h = ld(gp + 3 * H + hu, n) * tanh(yv);
+      if (zc) st(fmadd(ld(zc + tb * H + hu, n), ld(cpr + hu, n) - ct, ct), call + (tb + B) * H + hu, n);
+      if (P > 0) {
+        st(h, hc + tb * H + hu, n);
+        continue;
+      }
+      V hn = h;
+      if (zh) hn = fmadd(ld(zh + tb * R + hu, n), ld(hprev(t) + b * R + hu, n) - h, h);
+      st(hn, hnext(t) + b * R + hu, n);
+      if (hall) st(hn, y + tb * R + hu, n);
+    }
+  }
+
+  void proj_phase(int64_t t, int64_t q0, int64_t q1) const {
+    const T* a = hc + t * B * H;
+    for (int64_t q = q0; q < q1; ++q) {
+      for_row_blocks<T, MRMAX, NV>(a, H, wr + q * H * 2 * L, H, B, [&](int64_t r0, auto& acc) {
+        constexpr int mr = sizeof(acc.v) / sizeof(acc.v[0]);
+        for (int m = 0; m < mr; ++m) proj_row(t, r0 + m, q * 2 * L, acc, m);
+      });
+    }
+  }
+
+  void run_ln(Team& team, int p) const {
+    int np = team.active();
+    T* rb = rowbuf + (int64_t)p * 5 * H;
+    for (int64_t t = 0; t < T_; ++t) {
+      int64_t u0, u1, q0, q1, b0, b1;
+      split_range(NU, p, np, u0, u1);
+      const T* hp = hprev(t);
+      T* zt = zhat + t * B * 4 * H;
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t hu = u * L;
+        const int n = (int)std::min<int64_t>(L, H - hu);
+        for (int half = 0; half < 2; ++half) {
+          for_row_blocks<T, MRMAX, NV>(hp, R, wf + (u * 2 + half) * R * 2 * L, R, B, [&](int64_t r0, auto& acc) {
+            constexpr int mr = sizeof(acc.v) / sizeof(acc.v[0]);
+            for (int m = 0; m < mr; ++m)
+              for (int j = 0; j < NV; ++j) st(acc.v[m][j], zt + (r0 + m) * 4 * H + (2 * half + j) * H + hu, n);
+          });
+        }
+      }
+      if ((np = team.sync(p)) <= p) return;  // zhat[t] rows complete
+      split_range(B, p, np, b0, b1);
+      for (int64_t b = b0; b < b1; ++b) ln_row(t, b, rb);
+      if (P > 0) {
+        if ((np = team.sync(p)) <= p) return;
+        split_range(NPP, p, np, q0, q1);
+        proj_phase(t, q0, q1);
+      }
+      if ((np = team.sync(p)) <= p) return;
+    }
+  }
+
+  void run(Team& team, int p) const {
+    if (ln_ghh) {
+      run_ln(team, p);
+      return;
+    }
+    int np = team.active();
     T* tmp = scratch + (int64_t)p * B * 2 * L;
     for (int64_t t = 0; t < T_; ++t) {
+      int64_t u0, u1, q0, q1;
+      split_range(NU, p, np, u0, u1);
       const T* hp = hprev(t);
       for (int64_t u = u0; u < u1; ++u) {
         const T* pan_if = wf + (u * 2 + 0) * R * 2 * L;
@@ -210,16 +463,11 @@ struct FwdLoop {
         });
       }
       if (P > 0) {
-        thread_barrier();  // hc[t] complete
-        const T* a = hc + t * B * H;
-        for (int64_t q = q0; q < q1; ++q) {
-          for_row_blocks<T, MRMAX, NV>(a, H, wr + q * H * 2 * L, H, B, [&](int64_t r0, auto& acc) {
-            constexpr int mr = sizeof(acc.v) / sizeof(acc.v[0]);
-            for (int m = 0; m < mr; ++m) proj_row(t, r0 + m, q * 2 * L, acc, m);
-          });
-        }
+        if ((np = team.sync(p)) <= p) return;  // hc[t] complete
+        split_range(NPP, p, np, q0, q1);
+        proj_phase(t, q0, q1);
       }
-      thread_barrier();  // h_t complete before anyone reads it
+      if ((np = team.sync(p)) <= p) return;  // h_t complete before anyone reads it
     }
   }
 };
@@ -255,8 +503,123 @@ struct BwdLoop {
                        //           dht[T-1] filled by the caller
   T* dhc = nullptr;    // (B, H) projection only: grad of o * tanh(c~) at the current step
   T* dpeep = nullptr;  // (3, H) peephole gradients, accumulated (zeroed by the caller), or null
+  // layer_norm only
+  const T* ln_ghh = nullptr;  // (4H)
+  const T* ln_gc = nullptr;   // (H)
+  const T* ln_bc = nullptr;   // (H)
+  const T* zhat = nullptr;    // (T, B, 4H) normalised h W_hh^T
+  const T* rstd_h = nullptr;  // (T, B)
+  const T* stat_c = nullptr;  // (T, B, 2)
+  T* dzh = nullptr;           // (T, B, 4H) grad of h_{t-1} W_hh^T (the recurrent product's left side)
+  T* acc_thr = nullptr;       // (nthreads, 5H) zeroed: per-thread grads of ln gain_c, shift_c, peephole
+  T* rowbuf = nullptr;        // (nthreads, H) scratch
 
   inline bool valid(int64_t t, int64_t b) const { return len == nullptr || t < len[b]; }
+
+  // layer_norm: the pointwise backward of row b at step t (row-wise: LN needs whole rows).
+  void ln_cell(int64_t t, int64_t b, int p) const {
+    const int64_t tb = t * B + b, H4 = 4 * H;
+    T* dap = da + tb * H4;
+    T* dz = dzh + tb * H4;
+    if (!valid(t, b)) {
+      fill_n(dap, H4, T(0));
+      fill_n(dz, H4, T(0));
+      return;
+    }
+    const V one = V::set1(T(1));
+    T* acc = acc_thr + (int64_t)p * 5 * H;  // [dgain_c | dshift_c | dpeep (3H)]
+    T* dch = rowbuf + (int64_t)p * H;       // grad of the normalised c~
+    const T* gp = gates + tb * H4;
+    const T* cb = ctil ? ctil + tb * H : call + (tb + B) * H;
+    const T* cpr = call + tb * H;
+    const V mcv = V::set1(stat_c[2 * tb]), rcv = V::set1(stat_c[2 * tb + 1]);
+    V s1 = V::zero(), s2 = V::zero();
+    for (int64_t u = 0; u < NU; ++u) {
+      const int64_t hu = u * L;
+      const int n = (int)std::min<int64_t>(L, H - hu);
+      const V o = ld(gp + 3 * H + hu, n);
+      const V chat = (ld(cb + hu, n) - mcv) * rcv;
+      const V gc = ld(ln_gc + hu, n);
+      const V ty = tanh(fmadd(gc, chat, ld(ln_bc + hu, n)));
+      V dh;
+      if (P > 0) {
+        dh = ld(dhc + b * H + hu, n);
+      } else {
+        dh = ld(dH + b * R + hu, n);
+        if (zh) dh = (one - ld(zh + tb * R + hu, n)) * dh;
+      }
+      st(dh * ty * o * (one - o), dap + 3 * H + hu, n);
+      const V dyv = dh * o * (one - ty * ty);  // 0 in the tail lanes (dh loaded as 0 there)
+      st(fmadd(dyv, chat, ld(acc + hu, n)), acc + hu, n);
+      st(dyv + ld(acc + H + hu, n), acc + H + hu, n);
+      const V dc = dyv * gc;
+      st(dc, dch + hu, n);
+      s1 = s1 + dc;
+      s2 = fmadd(dc, chat, s2);
+    }
+    const V m1 = V::set1(s1.hsum() / T(H)), m2 = V::set1(s2.hsum() / T(H));
+    for (int64_t u = 0; u < NU; ++u) {
+      const int64_t hu = u * L;
+      const int n = (int)std::min<int64_t>(L, H - hu);
+      const V i = ld(gp + hu, n), f = ld(gp + H + hu, n), g = ld(gp + 2 * H + hu, n);
+      const V c_prev = ld(cpr + hu, n);
+      const V chat = (ld(cb + hu, n) - mcv) * rcv;
+      const V dc_in = ld(dC + b * H + hu, n);
+      V mc = V::zero();
+      if (zc) mc = ld(zc + tb * H + hu, n);
+      V dct = fmadd((ld(dch + hu, n) - m1 - chat * m2), rcv, (one - mc) * dc_in);
+      const V dao = ld(dap + 3 * H + hu, n);
+      if (peep) dct = fmadd(dao, ld(peep + 2 * H + hu, n), dct);
+      const V dag = dct * i * (one - g * g);
+      V dai, daf;
+      if (coupled) {
+        dai = dct * (g - c_prev) * i * (one - i);
+        daf = V::zero();
+      } else {
+        dai = dct * g * i * (one - i);
+        daf = dct * c_prev * f * (one - f);
+      }
+      V dcp = fmadd(dct, f, mc * dc_in);
+      if (peep) {
+        dcp = fmadd(dai, ld(peep + hu, n), dcp);
+        dcp = fmadd(daf, ld(peep + H + hu, n), dcp);
+        T* dp = acc + 2 * H + hu;
+        st(fmadd(dai, c_prev, ld(dp, n)), dp, n);
+        st(fmadd(daf, c_prev, ld(dp + H, n)), dp + H, n);
+        st(fmadd(dao, ld(cb + hu, n), ld(dp + 2 * H, n)), dp + 2 * H, n);
+      }
+      st(dai, dap + hu, n);
+      st(daf, dap + H + hu, n);
+      st(dag, dap + 2 * H + hu, n);
+      st(dcp, dC + b * H + hu, n);
+    }
+    // through LN(h W_hh^T): dz = rstd (dzhat - mean(dzhat) - zhat mean(dzhat zhat)), dzhat = da * gain
+    const T* zh_ = zhat + tb * H4;
+    T t1 = 0, t2 = 0;
+    {
+      V v1 = V::zero(), v2 = V::zero();
+      int64_t k = 0;
+      for (; k + L <= H4; k += L) {
+        const V d = V::load(dap + k) * V::load(ln_ghh + k);
+        v1 = v1 + d;
+        v2 = fmadd(d, V::load(zh_ + k), v2);
+      }
+      t1 = v1.hsum(), t2 = v2.hsum();
+      for (; k < H4; ++k) {
+        const T d = dap[k] * ln_ghh[k];
+        t1 += d;
+        t2 += d * zh_[k];
+      }
+    }
+    const T r = rstd_h[tb], m1s = t1 / T(H4), m2s = t2 / T(H4);
+    {
+      const V rv = V::set1(r), a1 = V::set1(m1s), a2 = V::set1(m2s);
+      int64_t k = 0;
+      for (; k + L <= H4; k += L)
+        ((V::load(dap + k) * V::load(ln_ghh + k) - a1 - V::load(zh_ + k) * a2) * rv).store(dz + k);
+      for (; k < H4; ++k) dz[k] = (dap[k] * ln_ghh[k] - m1s - zh_[k] * m2s) * r;
+    }
+  }
 
   inline void cell(int64_t t, int64_t b, int64_t u) const {
     const int64_t hu = u * L;
@@ -344,42 +707,74 @@ struct BwdLoop {
     }
   }
 
-  void run(int p, int np) const {
-    int64_t ph0, ph1, pr0, pr1;
-    split_range(NPH, p, np, ph0, ph1);
-    if (P > 0)
-      split_range(NPR, p, np, pr0, pr1);
-    else
-      pr0 = ph0, pr1 = ph1;  // R == H: the same columns as the units, no second barrier needed
-    const int64_t u0 = std::min<int64_t>(NU, ph0 * 2), u1 = std::min<int64_t>(NU, ph1 * 2);
+  void dhc_phase(int64_t t, int64_t ph0, int64_t ph1) const {
+    // grad of o * tanh(c~) for my units: dht[t] @ W_hr
+    const T* a = dht + t * B * P;
+    for (int64_t q = ph0; q < ph1; ++q) {
+      for_row_blocks<T, MRMAX, NV>(a, P, wrb + q * P * 2 * L, P, B, [&](int64_t r0, auto& acc) {
+        constexpr int mr = sizeof(acc.v) / sizeof(acc.v[0]);
+        for (int m = 0; m < mr; ++m)
+          for (int j = 0; j < NV; ++j) {
+            const int64_t c = q * 2 * L + j * L;
+            const int n = (int)std::max<int64_t>(0, std::min<int64_t>(L, H - c));
+            if (n > 0) st(acc.v[m][j], dhc + (r0 + m) * H + c, n);
+          }
+      });
+    }
+  }
+
+  void dh_phase(int64_t t, const T* left, int64_t pr0, int64_t pr1) const {
     const int64_t K4 = 4 * H;
+    const T* a = left + t * B * K4;
+    for (int64_t q = pr0; q < pr1; ++q) {
+      for_row_blocks<T, MRMAX, NV>(a, K4, wb + q * K4 * 2 * L, K4, B, [&](int64_t r0, auto& acc) {
+        constexpr int mr = sizeof(acc.v) / sizeof(acc.v[0]);
+        for (int m = 0; m < mr; ++m) dh_row(t, r0 + m, q * 2 * L, acc, m);
+      });
+    }
+  }
+
+  void run_ln(Team& team, int p) const {
+    int np = team.active();
     for (int64_t t = T_ - 1; t >= 0; --t) {
+      int64_t ph0, ph1, pr0, pr1, b0, b1;
       if (P > 0) {
-        // grad of o * tanh(c~) for my units: dht[t] @ W_hr
-        const T* a = dht + t * B * P;
-        for (int64_t q = ph0; q < ph1; ++q) {
-          for_row_blocks<T, MRMAX, NV>(a, P, wrb + q * P * 2 * L, P, B, [&](int64_t r0, auto& acc) {
-            constexpr int mr = sizeof(acc.v) / sizeof(acc.v[0]);
-            for (int m = 0; m < mr; ++m)
-              for (int j = 0; j < NV; ++j) {
-                const int64_t c = q * 2 * L + j * L;
-                const int n = (int)std::max<int64_t>(0, std::min<int64_t>(L, H - c));
-                if (n > 0) st(acc.v[m][j], dhc + (r0 + m) * H + c, n);
-              }
-          });
-        }
+        split_range(NPH, p, np, ph0, ph1);
+        dhc_phase(t, ph0, ph1);
+        if ((np = team.sync(p)) <= p) return;  // dhc rows complete
       }
+      split_range(B, p, np, b0, b1);
+      for (int64_t b = b0; b < b1; ++b) ln_cell(t, b, p);
+      if ((np = team.sync(p)) <= p) return;  // dzh[t] complete
+      split_range(NPR, p, np, pr0, pr1);
+      dh_phase(t, dzh, pr0, pr1);
+      if ((np = team.sync(p)) <= p) return;  // dH (and dht[t-1]) rows complete
+    }
+  }
+
+  void run(Team& team, int p) const {
+    if (ln_ghh) {
+      run_ln(team, p);
+      return;
+    }
+    int np = team.active();
+    for (int64_t t = T_ - 1; t >= 0; --t) {
+      int64_t ph0, ph1, pr0, pr1;
+      // Without a projection R == H and a thread's product columns are its own units, so the
+      // product of step t and the pointwise pass of step t-1 need no barrier between them.
+      split_range(NPH, p, np, ph0, ph1);
+      const int64_t u0 = std::min<int64_t>(NU, ph0 * 2), u1 = std::min<int64_t>(NU, ph1 * 2);
+      if (P > 0) dhc_phase(t, ph0, ph1);
       for (int64_t u = u0; u < u1; ++u)
         for (int64_t b = 0; b < B; ++b) cell(t, b, u);
-      thread_barrier();  // da[t] complete
-      const T* a = da + t * B * K4;
-      for (int64_t q = pr0; q < pr1; ++q) {
-        for_row_blocks<T, MRMAX, NV>(a, K4, wb + q * K4 * 2 * L, K4, B, [&](int64_t r0, auto& acc) {
-          constexpr int mr = sizeof(acc.v) / sizeof(acc.v[0]);
-          for (int m = 0; m < mr; ++m) dh_row(t, r0 + m, q * 2 * L, acc, m);
-        });
+      if ((np = team.sync(p)) <= p) return;  // da[t] complete
+      if (P > 0) {
+        split_range(NPR, p, np, pr0, pr1);
+      } else {
+        split_range(NPH, p, np, pr0, pr1);
       }
-      if (P > 0) thread_barrier();  // dht[t-1] complete before the next step reads whole rows
+      dh_phase(t, da, pr0, pr1);
+      if (P > 0 && (np = team.sync(p)) <= p) return;  // dht[t-1] complete before the next step reads whole rows
     }
   }
 };

@@ -82,7 +82,14 @@ def read_json(path: Path | str, what: str) -> Any:
 
 def save_tensors(path: Path | str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
     """Atomically write a safetensors file; returns its SHA-256."""
-    data = st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+    seen: set[int] = set()
+    plain: dict[str, torch.Tensor] = {}
+    for k, v in tensors.items():
+        v = v.detach().cpu()
+        ptr = v.untyped_storage().data_ptr()
+        plain[k] = v.clone() if ptr in seen or not v.is_contiguous() else v  # tied weights are stored twice
+        seen.add(ptr)
+    data = st_save(plain, metadata=metadata)
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 

@@ -436,7 +436,8 @@ def train(
         _append_metrics(run_dir, [{"step": best_step, "split": "test", **test}])
         atomic_write_json(run_dir / "result.json", {
             "steps": step, "best_step": best_step, "val": val, "test": test, "baseline": task.baseline(),
-            "stopped_because": stopped, "train_seconds": total,
+            "stopped_because": stopped, "train_seconds": total, "world_size": world,
+            "per_process_batch": cfg.batch_size // world,
         })
         try:
             from .plots import plot_run

@@ -1,0 +1,294 @@
+"""Fused compiled CPU kernels of the LSTM layer, and the streaming step.
+
+The core calls this package through five names (nothing is compiled at import; the first call of
+:func:`available` builds the extension, ~1 min, then it is cached under ``~/.cache/lstmkit``):
+
+    available() / unavailable_reason()    can the kernels run here, and if not, why
+    supports(...)                         which configurations the kernels cover
+    fused_layer(...)                      one layer, one direction, forward in time, differentiable
+    FusedStream                           the one-step-per-call streaming step
+
+Design (as in haste / cuDNN): the input projection of all steps is one large GEMM (ATen/MKL); the
+recurrent product of every step is the kernel's own register-blocked AVX2/FMA micro-kernel on
+W_hh packed once per call, with the pointwise cell computed on the accumulators in the same loop,
+the threads splitting the hidden units and meeting at one barrier per step. The backward pass
+runs the pointwise backward and the recurrent product per step the same way, then the weight
+gradients of all steps as one GEMM each. See lstm_fused.h for the buffer layouts.
+
+Equations (gate order i, f, g, o; R = P with a projection, else H):
+    a = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh
+    layer_norm: a = LN(x_t W_ih^T; g_ih, b_ih') + LN(h_{t-1} W_hh^T; g_hh, b_hh') + b_ih + b_hh
+                (LN over the 4H vector, eps 1e-5) and h~ = o * tanh(LN(c~; g_c, b_c)) (LN over H)
+    peephole: a_i += p_i * c_{t-1};  a_f += p_f * c_{t-1};  a_o += p_o * c~_t
+    i = σ(a_i);  f = σ(a_f) (coupled: f = 1 - i);  g = tanh(a_g);  o = σ(a_o)
+    c~_t = f * c_{t-1} + i * g;      h~_t = o * tanh(c~_t)  [@ W_hr^T with a projection]
+    zoneout masks m (1 = keep): c_t = m_c c_{t-1} + (1 - m_c) c~_t;  h_t = m_h h_{t-1} + (1 - m_h) h~_t
+    lengths: past the end of sequence b its state is carried, y and the trace are 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import _build
+
+__all__ = [
+    "available",
+    "unavailable_reason",
+    "supports",
+    "fused_layer",
+    "FusedStream",
+    "build_info",
+]
+
+
+def available() -> bool:
+    """True if the fused kernels are built (building them on first call) and usable here. Never raises."""
+    try:
+        return _build.load() is not None
+    except Exception:  # pragma: no cover - load() already catches; belt and braces
+        return False
+
+
+def unavailable_reason() -> str | None:
+    """One line saying why :func:`available` is False (None when it is True or was not asked yet)."""
+    return _build.reason()
+
+
+def build_info() -> str | None:
+    """A short description of the compiled kernel (``avx2=1 openmp=1 lanes_f32=8``), or None."""
+    m = _build.load()
+    return None if m is None else str(m.build_info())
+
+
+def supports(
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+    peephole: bool,
+    layer_norm: bool,
+    coupled: bool,
+    zoneout: bool,
+    proj: bool,
+    lengths: bool,
+    requires_grad: bool,
+) -> bool:
+    """Whether :func:`fused_layer` runs this configuration (it does not build anything).
+
+    Covered: CPU, float32 and float64; plain, peephole, layer_norm, coupled, zoneout, projection,
+    lengths, each alone or combined; forward (with or without trace) and backward. Not covered: any
+    other device or dtype. The caller also checks :func:`available`.
+    """
+    del peephole, layer_norm, coupled, zoneout, proj, lengths, requires_grad  # all covered
+    if torch.device(device).type != "cpu":
+        return False
+    return dtype in (torch.float32, torch.float64)
+
+
+def _mod() -> Any:
+    m = _build.load()
+    if m is None:
+        raise RuntimeError(f"lstmkit fused kernels are unavailable: {_build.reason()}")
+    return m
+
+
+def _opt(t: torch.Tensor) -> torch.Tensor | None:
+    return t if t.numel() > 0 else None
+
+
+_NO_LN: tuple[None, ...] = (None,) * 6
+
+
+class _FusedLayer(torch.autograd.Function):
+    # inputs: x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, peephole, 6 layer-norm parameters (0..14, the
+    # differentiable ones), then zoneout_c, zoneout_h, lengths, coupled, trace, num_threads
+    @staticmethod
+    def forward(ctx: Any, *args: Any) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, peephole = args[:9]
+        ln_params = args[9:15]
+        zoneout_c, zoneout_h, lengths, coupled, trace, num_threads = args[15:]
+        ln = list(ln_params) if ln_params[0] is not None else []
+        m = _mod()
+        needs_grad = any(ctx.needs_input_grad[:15])
+        store = needs_grad or trace
+        res = m.forward(
+            x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, peephole, zoneout_c, zoneout_h, lengths, ln,
+            coupled, store, num_threads,
+        )  # fmt: skip
+        y, hT, cT, gates, call, hall, ctil, hc = res[:8]
+        ln_saved = res[8:] if ln else []
+        ctx.coupled = coupled
+        ctx.num_threads = num_threads
+        ctx.has = (b_ih is not None, b_hh is not None, bool(ln))
+        if needs_grad:
+            ctx.save_for_backward(
+                x, h0, w_ih, w_hh, w_hr, peephole, zoneout_c, zoneout_h, lengths,
+                y, gates, call, _opt(hall), _opt(ctil), _opt(hc), *ln, *ln_saved,
+            )  # fmt: skip
+        if trace:
+            c_trace = call[1:]
+            ctx.mark_non_differentiable(gates, c_trace)
+            return y, hT, cT, gates, c_trace
+        return y, hT, cT
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        m = _mod()
+        dy, dhT, dcT = grads[0], grads[1], grads[2]
+        saved = ctx.saved_tensors
+        (x, h0, w_ih, w_hh, w_hr, peep, zc, zh, lengths, y, gates, call, hall, ctil, hc) = saved[:15]
+        has_bih, has_bhh, has_ln = ctx.has
+        ln = list(saved[15:21]) if has_ln else []
+        ln_saved = list(saved[21:27]) if has_ln else []
+        n = ctx.needs_input_grad
+        need = [n[0], n[1], n[2], n[3], n[4], n[5] or n[6], n[7], n[8], any(n[9:15])]
+        res = m.backward(
+            x, h0, w_ih, w_hh, w_hr, peep, zc, zh, lengths, ctx.coupled, y, gates, call, hall, ctil, hc,
+            dy, dhT, dcT, ln, ln_saved, need, ctx.num_threads,
+        )  # fmt: skip
+        dx, dh0, dc0, dwih, dwhh, db, dwhr, dpeep = res[:8]
+        dln: list[torch.Tensor | None] = list(res[8:14]) if (has_ln and need[8]) else [None] * 6
+        return (
+            dx if n[0] else None,
+            dh0 if n[1] else None,
+            dc0 if n[2] else None,
+            dwih if n[3] else None,
+            dwhh if n[4] else None,
+            db if (n[5] and has_bih) else None,
+            db if (n[6] and has_bhh) else None,
+            dwhr if n[7] else None,
+            dpeep if n[8] else None,
+            *(d if n[9 + k] else None for k, d in enumerate(dln)),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def fused_layer(
+    x: torch.Tensor,
+    h0: torch.Tensor,
+    c0: torch.Tensor,
+    w_ih: torch.Tensor,
+    w_hh: torch.Tensor,
+    b_ih: torch.Tensor | None,
+    b_hh: torch.Tensor | None,
+    *,
+    w_hr: torch.Tensor | None = None,
+    peephole: torch.Tensor | None = None,
+    ln: tuple[torch.Tensor, ...] | None = None,
+    coupled: bool = False,
+    zoneout_c: torch.Tensor | None = None,
+    zoneout_h: torch.Tensor | None = None,
+    lengths: torch.Tensor | None = None,
+    trace: bool = False,
+    num_threads: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """One LSTM layer, one direction, forward in time; differentiable w.r.t. every tensor argument
+    except the zoneout masks and lengths.
+
+    Shapes (R = P with a projection, else H):
+        x (T, B, I); h0 (B, R); c0 (B, H); w_ih (4H, I); w_hh (4H, R); b_ih, b_hh (4H,) or None;
+        w_hr (P, H) or None; peephole (3, H) rows p_i, p_f, p_o, or None;
+        ln = (g_ih (4H), b_ih (4H), g_hh (4H), b_hh (4H), g_c (H), b_c (H)) layer-norm gains / shifts, or None;
+        zoneout_c (T, B, H) / zoneout_h (T, B, R) keep-masks or None; lengths (B,) int64 CPU or None.
+    Returns (y (T, B, R), h_T (B, R), c_T (B, H), trace) where trace is None, or with trace=True
+    (gates (T, B, 4H) holding the activations i, f, g, o (f = 1 - i when coupled), c (T, B, H) the
+    cell state after zoneout). The trace tensors are not differentiable; they are views of the
+    kernel's buffers (c is shared with what backward uses: do not modify them in place).
+    With ``coupled`` the f rows of w_ih / w_hh / biases are ignored (their gradient is 0).
+    ``num_threads`` defaults to torch.get_num_threads().
+    """
+    if ln is not None and len(ln) != 6:
+        raise ValueError(f"fused_layer: ln must hold 6 tensors (g_ih, b_ih, g_hh, b_hh, g_c, b_c), got {len(ln)}")
+    if zoneout_c is not None:
+        zoneout_c = zoneout_c.to(x.dtype)
+    if zoneout_h is not None:
+        zoneout_h = zoneout_h.to(x.dtype)
+    if lengths is not None:
+        lengths = lengths.to(device="cpu", dtype=torch.int64)
+    nt = torch.get_num_threads() if num_threads is None else int(num_threads)
+    out = _FusedLayer.apply(
+        x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih, w_hh, b_ih, b_hh, w_hr, peephole,
+        *(ln if ln is not None else _NO_LN), zoneout_c, zoneout_h, lengths, bool(coupled), bool(trace), nt,
+    )  # fmt: skip
+    if trace:
+        y, hT, cT, gates, c = out
+        return y, hT, cT, (gates, c)
+    y, hT, cT = out
+    return y, hT, cT, None
+
+
+class FusedStream:
+    """The streaming step of a stack of unidirectional layers: one time step per call, state carried.
+
+    ``layers[k]`` holds 'w_ih', 'w_hh' and optionally 'b_ih', 'b_hh', 'w_hr' (torch's shapes). The
+    weights are packed once at construction into one concatenated [W_ih | W_hh] matrix per layer
+    (a copy: later changes to the parameters are not seen; build a new stream). No autograd.
+
+    ``step(x_t)`` takes (B, I) or, for batch_size 1, (I,) and returns a new tensor (B, R) or (R,):
+    one small allocation per call, everything else is preallocated.
+    """
+
+    def __init__(
+        self,
+        layers: list[dict[str, torch.Tensor]],
+        batch_size: int,
+        *,
+        proj: bool,
+        num_threads: int | None = None,
+    ) -> None:
+        if not layers:
+            raise ValueError("FusedStream: expected at least one layer, got none")
+        m = _mod()
+        with torch.no_grad():
+            w_ih = [lay["w_ih"].detach().contiguous() for lay in layers]
+            dtype = w_ih[0].dtype
+            w_hh = [lay["w_hh"].detach().to(dtype).contiguous() for lay in layers]
+            empty = torch.empty(0, dtype=dtype)
+            bias = []
+            for lay in layers:
+                b_ih, b_hh = lay.get("b_ih"), lay.get("b_hh")
+                if b_ih is None and b_hh is None:
+                    bias.append(empty)
+                else:
+                    b = torch.zeros(w_ih[len(bias)].shape[0], dtype=dtype)
+                    if b_ih is not None:
+                        b = b + b_ih.detach().to(dtype)
+                    if b_hh is not None:
+                        b = b + b_hh.detach().to(dtype)
+                    bias.append(b)
+            w_hr = [
+                lay["w_hr"].detach().to(dtype).contiguous() if proj and lay.get("w_hr") is not None else empty
+                for lay in layers
+            ]
+        nt = torch.get_num_threads() if num_threads is None else int(num_threads)
+        self._impl = m.FusedStream(w_ih, w_hh, bias, w_hr, int(batch_size), nt)
+        self.batch_size = int(batch_size)
+        self.input_size = int(w_ih[0].shape[1])
+        self.num_layers = len(layers)
+
+    def step(self, x_t: torch.Tensor) -> torch.Tensor:
+        """One step: x_t (B, I) or (I,) -> h_t of the last layer (B, R) or (R,)."""
+        if x_t.dim() == 1:
+            return self._impl.step(x_t.view(1, -1)).view(-1)  # type: ignore[no-any-return]
+        return self._impl.step(x_t)  # type: ignore[no-any-return]
+
+    def reset(self) -> None:
+        """Set h and c of every layer to zeros."""
+        self._impl.reset()
+
+    @property
+    def state(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h (L, B, R), c (L, B, H)): copies of the current state."""
+        h, c = self._impl.get_state()
+        return h, c
+
+    def set_state(self, h: torch.Tensor, c: torch.Tensor) -> None:
+        """Load a state (h (L, B, R), c (L, B, H)), e.g. the final state of a whole-sequence run."""
+        self._impl.set_state(h.detach().contiguous(), c.detach().contiguous())

@@ -1,0 +1,644 @@
+// lstmkit fused kernels: the torch binding (packing, the large GEMMs, the thread region) and the
+// streaming step. The time loops themselves are in lstm_fused.h.
+//
+// Built on first use by lstmkit/kernels/_build.py through torch.utils.cpp_extension.load with
+// -O3 -march=native -fopenmp. Python calls these functions only through lstmkit.kernels.
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "lstm_fused.h"
+
+using at::Tensor;
+using c10::optional;
+
+namespace lstmkit {
+
+namespace {
+
+inline bool has(const optional<Tensor>& t) { return t.has_value() && t->defined(); }
+
+template <typename T>
+inline const T* ptr_or_null(const optional<Tensor>& t) {
+  return has(t) ? t->data_ptr<T>() : nullptr;
+}
+
+inline int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
+
+int lanes_for(at::ScalarType st) { return st == at::kFloat ? Vec<float>::L : Vec<double>::L; }
+
+// --- packing (torch layout -> kernel layout; see lstm_fused.h) ----------------------------------
+
+// (4H, K) -> (4Hp, K) with rows in the interleaved order [u][gate][lane]
+Tensor interleave_rows(const Tensor& w, int64_t H, int64_t L) {
+  const int64_t Hp = round_up(H, L), K = w.size(1);
+  Tensor v = w.reshape({4, H, K});
+  if (Hp != H) v = at::constant_pad_nd(v, {0, 0, 0, Hp - H});
+  return v.reshape({4, Hp / L, L, K}).permute({1, 0, 2, 3}).reshape({4 * Hp, K}).contiguous();
+}
+
+// (4H,) -> (4Hp,) interleaved
+Tensor interleave_vec(const Tensor& b, int64_t H, int64_t L) {
+  return interleave_rows(b.reshape({4 * H, 1}), H, L).reshape({-1});
+}
+
+// W_hh (4H, R) -> wf (NU, 2, R, 2L)
+Tensor pack_wf(const Tensor& w_hh, int64_t H, int64_t L) {
+  const int64_t Hp = round_up(H, L), R = w_hh.size(1);
+  Tensor v = w_hh.reshape({4, H, R});
+  if (Hp != H) v = at::constant_pad_nd(v, {0, 0, 0, Hp - H});
+  // (half, j, u, l, k) -> (u, half, k, j, l)
+  return v.reshape({2, 2, Hp / L, L, R}).permute({2, 0, 4, 1, 3}).contiguous();
+}
+
+// right-hand matrix Bm (K, N) -> panels (ceil(N / 2L), K, 2L), zero padded
+Tensor pack_panels(const Tensor& Bm, int64_t L) {
+  const int64_t K = Bm.size(0), N = Bm.size(1), W = 2 * L, Np = round_up(N, W);
+  Tensor v = Bm;
+  if (Np != N) v = at::constant_pad_nd(v, {0, Np - N});
+  return v.reshape({K, Np / W, W}).permute({1, 0, 2}).contiguous();
+}
+
+// requested > 0: at most that many threads; < 0: exactly -requested threads (tests); 0: torch's setting
+int choose_threads(int64_t requested, int64_t B, int64_t R, int64_t H) {
+  if (requested < 0) return (int)-requested;
+  int nt = requested > 0 ? (int)requested : at::get_num_threads();
+  // Below ~32k multiply-adds per step a barrier costs more than the second core saves.
+  if (B * R * 4 * H < 32768) nt = 1;
+  return std::max(1, nt);
+}
+
+template <typename F>
+void parallel_region(int nt, const F& fn) {
+#ifdef _OPENMP
+  if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+    { fn(omp_get_thread_num(), omp_get_num_threads()); }
+    return;
+  }
+#endif
+  fn(0, 1);
+}
+
+void check_tensor(const Tensor& t, const char* name, at::ScalarType st, int64_t dim) {
+  TORCH_CHECK(t.defined(), "lstmkit fused kernel: ", name, " is undefined");
+  TORCH_CHECK(t.device().is_cpu(), "lstmkit fused kernel: ", name, " must be on the CPU");
+  TORCH_CHECK(t.scalar_type() == st, "lstmkit fused kernel: ", name, " has dtype ", t.scalar_type(),
+              ", expected ", st);
+  TORCH_CHECK(t.dim() == dim, "lstmkit fused kernel: ", name, " must have ", dim, " dimensions, got ",
+              t.sizes());
+}
+
+}  // namespace
+
+// ================================================================================================
+// forward of one layer, one direction
+// returns {y (T,B,R), h_T (B,R), c_T (B,H), gates (T,B,4H) or empty, c_all (T+1,B,H),
+//          h_all (T+1,B,R) with lengths or empty, c_til (T,B,H) with zoneout_c or empty,
+//          hc (T,B,H) with a projection or empty,
+//          with layer_norm (else empty): zx = x W_ih^T (T*B,4H), its LN mean and rstd (T*B,1),
+//          zhat (T,B,4H) normalised h W_hh^T, rstd_h (T,B), stat_c (T,B,2) mean and rstd of c~}
+// ================================================================================================
+std::vector<Tensor> fused_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+                                  const Tensor& w_hh, const optional<Tensor>& b_ih,
+                                  const optional<Tensor>& b_hh, const optional<Tensor>& w_hr,
+                                  const optional<Tensor>& peep, const optional<Tensor>& zc,
+                                  const optional<Tensor>& zh, const optional<Tensor>& lengths,
+                                  const std::vector<Tensor>& ln, bool coupled, bool store_gates,
+                                  int64_t num_threads) {
+  const auto st = x.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble, "lstmkit fused kernel: dtype must be float32 or float64");
+  check_tensor(x, "x", st, 3);
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = c0.size(1);
+  const int64_t P = has(w_hr) ? w_hr->size(0) : 0, R = P > 0 ? P : H;
+  check_tensor(h0, "h0", st, 2);
+  check_tensor(c0, "c0", st, 2);
+  check_tensor(w_ih, "w_ih", st, 2);
+  check_tensor(w_hh, "w_hh", st, 2);
+  TORCH_CHECK(h0.size(0) == B && h0.size(1) == R && c0.size(0) == B, "lstmkit fused kernel: bad state shapes");
+  TORCH_CHECK(w_ih.size(0) == 4 * H && w_ih.size(1) == I, "lstmkit fused kernel: w_ih must be (4H, I)");
+  TORCH_CHECK(w_hh.size(0) == 4 * H && w_hh.size(1) == R, "lstmkit fused kernel: w_hh must be (4H, R)");
+  if (P > 0) {
+    check_tensor(*w_hr, "w_hr", st, 2);
+    TORCH_CHECK(w_hr->size(1) == H, "lstmkit fused kernel: w_hr must be (P, H)");
+  }
+  if (has(peep)) check_tensor(*peep, "peephole", st, 2);
+  if (has(zc)) check_tensor(*zc, "zoneout_c", st, 3);
+  if (has(zh)) check_tensor(*zh, "zoneout_h", st, 3);
+  if (has(lengths))
+    TORCH_CHECK(lengths->scalar_type() == at::kLong && lengths->numel() == B && lengths->device().is_cpu(),
+                "lstmkit fused kernel: lengths must be an int64 CPU tensor of shape (B,)");
+  const int64_t L = lanes_for(st), Hp = round_up(H, L), NU = Hp / L;
+  auto opts = x.options();
+
+  const bool with_ln = !ln.empty();
+  TORCH_CHECK(ln.empty() || ln.size() == 6, "lstmkit fused kernel: ln must hold 6 tensors");
+  if (with_ln) {
+    for (int k = 0; k < 6; ++k) check_tensor(ln[k], "ln parameter", st, 1);
+    TORCH_CHECK(ln[0].size(0) == 4 * H && ln[2].size(0) == 4 * H && ln[4].size(0) == H,
+                "lstmkit fused kernel: ln gains must be (4H,), (4H,), (H,)");
+  }
+  // input projection of all steps in one GEMM, both biases folded in
+  Tensor x2 = x.contiguous().reshape({T * B, I});
+  Tensor xp, zx, mean_x, rstd_x;
+  Tensor bias;
+  if (has(b_ih) || has(b_hh)) {
+    bias = has(b_ih) ? *b_ih : at::zeros({4 * H}, opts);
+    if (has(b_hh)) bias = bias + *b_hh;
+  }
+  if (with_ln) {
+    // a = LN(x W_ih^T) + LN(h W_hh^T) + b: the first term of all steps at once
+    zx = at::mm(x2, w_ih.t());
+    auto r = at::native_layer_norm(zx, {4 * H}, ln[0], ln[1], 1e-5);
+    xp = std::get<0>(r);
+    mean_x = std::get<1>(r);
+    rstd_x = std::get<2>(r);
+    if (bias.defined()) xp.add_(bias);
+  } else if (bias.defined()) {
+    xp = at::addmm(bias, x2, w_ih.t());
+  } else {
+    xp = at::mm(x2, w_ih.t());
+  }
+  Tensor wf = pack_wf(w_hh.contiguous(), H, L);
+  Tensor wr, hc;
+  if (P > 0) {
+    wr = pack_panels(w_hr->t(), L);  // W_hr^T (H, P)
+    hc = at::empty({T, B, H}, opts);
+  }
+  const bool with_len = has(lengths);
+  Tensor y = at::empty({T, B, R}, opts);
+  Tensor hall, call = at::empty({T + 1, B, H}, opts), ctil, gates;
+  call[0].copy_(c0);
+  if (with_len) {
+    hall = at::empty({T + 1, B, R}, opts);
+    hall[0].copy_(h0);
+  }
+  if (has(zc) && store_gates) ctil = at::empty({T, B, H}, opts);
+  if (store_gates) gates = at::empty({T, B, 4 * H}, opts);
+  Tensor h0c = h0.contiguous();
+  Tensor peepc = has(peep) ? peep->contiguous() : Tensor();
+  Tensor zcc = has(zc) ? zc->contiguous() : Tensor();
+  Tensor zhc = has(zh) ? zh->contiguous() : Tensor();
+  Tensor lenc = with_len ? lengths->contiguous() : Tensor();
+  const int nt = choose_threads(num_threads, B, R, H);
+  Tensor scratch = at::empty({nt, B, 2 * L}, opts);
+  Tensor zhat, rstd_h, stat_c, rowbuf, lnc[6];
+  if (with_ln) {
+    zhat = at::empty({T, B, 4 * H}, opts);
+    rstd_h = at::empty({T, B}, opts);
+    stat_c = at::empty({T, B, 2}, opts);
+    rowbuf = at::empty({nt, 5 * H}, opts);
+    for (int k = 0; k < 6; ++k) lnc[k] = ln[k].contiguous();
+  }
+
+  AT_DISPATCH_FLOATING_TYPES(st, "lstmkit_fused_forward", [&] {
+    using T_ = scalar_t;
+    FwdLoop<T_> k;
+    k.T_ = T, k.B = B, k.H = H, k.R = R, k.P = P, k.Hp = Hp, k.NU = NU, k.NPP = P > 0 ? wr.size(0) : 0;
+    k.coupled = coupled;
+    k.xp = xp.data_ptr<T_>();
+    k.wf = wf.data_ptr<T_>();
+    k.wr = P > 0 ? wr.data_ptr<T_>() : nullptr;
+    k.h0 = h0c.data_ptr<T_>();
+    k.peep = peepc.defined() ? peepc.data_ptr<T_>() : nullptr;
+    k.zc = zcc.defined() ? zcc.data_ptr<T_>() : nullptr;
+    k.zh = zhc.defined() ? zhc.data_ptr<T_>() : nullptr;
+    k.len = with_len ? lenc.data_ptr<int64_t>() : nullptr;
+    k.y = y.data_ptr<T_>();
+    k.hall = with_len ? hall.data_ptr<T_>() : nullptr;
+    k.call = call.data_ptr<T_>();
+    k.ctil = ctil.defined() ? ctil.data_ptr<T_>() : nullptr;
+    k.gates = gates.defined() ? gates.data_ptr<T_>() : nullptr;
+    k.hc = P > 0 ? hc.data_ptr<T_>() : nullptr;
+    k.scratch = scratch.data_ptr<T_>();
+    if (with_ln) {
+      k.ln_ghh = lnc[2].data_ptr<T_>();
+      k.ln_bhh = lnc[3].data_ptr<T_>();
+      k.ln_gc = lnc[4].data_ptr<T_>();
+      k.ln_bc = lnc[5].data_ptr<T_>();
+      k.zhat = zhat.data_ptr<T_>();
+      k.rstd_h = rstd_h.data_ptr<T_>();
+      k.stat_c = stat_c.data_ptr<T_>();
+      k.rowbuf = rowbuf.data_ptr<T_>();
+    }
+    if (T > 0) parallel_region(nt, [&](int p, int np) { k.run(p, np); });
+  });
+  Tensor hT, cT = call[T].clone();
+  if (with_len)
+    hT = hall[T].clone();
+  else
+    hT = T > 0 ? y[T - 1].clone() : h0.clone();
+  Tensor none = at::empty({0}, opts);
+  return {y,
+          hT,
+          cT,
+          gates.defined() ? gates : none,
+          call,
+          with_len ? hall : none,
+          ctil.defined() ? ctil : none,
+          P > 0 ? hc : none,
+          with_ln ? zx : none,
+          with_ln ? mean_x : none,
+          with_ln ? rstd_x : none,
+          with_ln ? zhat : none,
+          with_ln ? rstd_h : none,
+          with_ln ? stat_c : none};
+}
+
+// ================================================================================================
+// backward of one layer, one direction
+// saved: the forward's inputs and {y, gates, c_all, h_all, c_til, hc} as returned by fused_forward
+// returns {dx, dh0, dc0, dw_ih, dw_hh, db (4H; the gradient of b_ih and of b_hh), dw_hr, dpeep}
+// (empty tensors where not requested via need = [x, h0, c0, w_ih, w_hh, b, w_hr, peep, ln]), then with
+// layer_norm and need[8] the grads of the 6 LN parameters (gain_ih, shift_ih, gain_hh, shift_hh,
+// gain_c, shift_c). ln_saved = {zx, mean_x, rstd_x, zhat, rstd_h, stat_c} from the forward.
+// ================================================================================================
+std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
+                                   const optional<Tensor>& w_hr, const optional<Tensor>& peep,
+                                   const optional<Tensor>& zc, const optional<Tensor>& zh,
+                                   const optional<Tensor>& lengths, bool coupled, const Tensor& y,
+                                   const Tensor& gates, const Tensor& call, const optional<Tensor>& hall,
+                                   const optional<Tensor>& ctil, const optional<Tensor>& hc,
+                                   const optional<Tensor>& dy_, const optional<Tensor>& dhT_,
+                                   const optional<Tensor>& dcT_, const std::vector<Tensor>& ln,
+                                   const std::vector<Tensor>& ln_saved, std::vector<bool> need,
+                                   int64_t num_threads) {
+  const auto st = x.scalar_type();
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(0) / 4;
+  const int64_t P = has(w_hr) ? w_hr->size(0) : 0, R = P > 0 ? P : H;
+  const int64_t L = lanes_for(st), NU = round_up(H, L) / L;
+  auto opts = x.options();
+  TORCH_CHECK(need.size() == 9, "lstmkit fused kernel: need must have 9 flags");
+  const bool with_len = has(lengths);
+
+  Tensor dy = has(dy_) ? dy_->contiguous() : at::zeros({T, B, R}, opts);
+  Tensor dH = has(dhT_) ? dhT_->clone().contiguous() : at::zeros({B, R}, opts);
+  Tensor dC = has(dcT_) ? dcT_->clone().contiguous() : at::zeros({B, H}, opts);
+  Tensor da = at::empty({T, B, 4 * H}, opts);
+  Tensor lenc = with_len ? lengths->contiguous() : Tensor();
+  const int64_t* len = with_len ? lenc.data_ptr<int64_t>() : nullptr;
+  Tensor zhc = has(zh) ? zh->contiguous() : Tensor();
+  Tensor wb = pack_panels(w_hh.contiguous(), L);  // (NPR, 4H, 2L)
+  Tensor wrb, dht, dhc;
+  if (P > 0) {
+    wrb = pack_panels(w_hr->contiguous(), L);  // (NPH, P, 2L)
+    dht = at::empty({T, B, P}, opts);
+    dhc = at::empty({B, H}, opts);
+  }
+  Tensor dpeep = has(peep) ? at::zeros({3, H}, opts) : Tensor();
+  const int nt = choose_threads(num_threads, B, R, H);
+  Tensor peepc = has(peep) ? peep->contiguous() : Tensor();
+  Tensor zcc = has(zc) ? zc->contiguous() : Tensor();
+  const bool with_ln = !ln.empty();
+  TORCH_CHECK(!with_ln || (ln.size() == 6 && ln_saved.size() == 6), "lstmkit fused kernel: ln arguments");
+  Tensor dzh, acc_thr, rowbuf, lnc[6];
+  if (with_ln) {
+    dzh = at::empty({T, B, 4 * H}, opts);
+    acc_thr = at::zeros({nt, 5 * H}, opts);
+    rowbuf = at::empty({nt, H}, opts);
+    for (int k = 0; k < 6; ++k) lnc[k] = ln[k].contiguous();
+  }
+
+  if (T > 0) {
+    // dH <- grad of h_T + dy[T-1] (for sequences still running at T-1); dht[T-1] with a projection
+    Tensor last_ok = with_len ? (lenc > (T - 1)).to(st).reshape({B, 1}) : at::ones({B, 1}, opts);
+    dH.add_(dy[T - 1] * last_ok);
+    if (P > 0) {
+      Tensor v = dH * last_ok;
+      if (zhc.defined()) v = v * (1 - zhc[T - 1]);
+      dht[T - 1].copy_(v);
+    }
+    AT_DISPATCH_FLOATING_TYPES(st, "lstmkit_fused_backward", [&] {
+      using T_ = scalar_t;
+      BwdLoop<T_> k;
+      k.T_ = T, k.B = B, k.H = H, k.R = R, k.P = P, k.NU = NU;
+      k.NPH = (H + 2 * L - 1) / (2 * L);
+      k.NPR = (R + 2 * L - 1) / (2 * L);
+      k.coupled = coupled;
+      k.gates = gates.data_ptr<T_>();
+      k.call = call.data_ptr<T_>();
+      k.ctil = ptr_or_null<T_>(ctil);
+      k.peep = peepc.defined() ? peepc.data_ptr<T_>() : nullptr;
+      k.zc = zcc.defined() ? zcc.data_ptr<T_>() : nullptr;
+      k.zh = zhc.defined() ? zhc.data_ptr<T_>() : nullptr;
+      k.len = len;
+      k.wb = wb.data_ptr<T_>();
+      k.wrb = P > 0 ? wrb.data_ptr<T_>() : nullptr;
+      k.dy = dy.data_ptr<T_>();
+      k.da = da.data_ptr<T_>();
+      k.dH = dH.data_ptr<T_>();
+      k.dC = dC.data_ptr<T_>();
+      k.dht = P > 0 ? dht.data_ptr<T_>() : nullptr;
+      k.dhc = P > 0 ? dhc.data_ptr<T_>() : nullptr;
+      k.dpeep = dpeep.defined() ? dpeep.data_ptr<T_>() : nullptr;
+      if (with_ln) {
+        k.ln_ghh = lnc[2].data_ptr<T_>();
+        k.ln_gc = lnc[4].data_ptr<T_>();
+        k.ln_bc = lnc[5].data_ptr<T_>();
+        k.zhat = ln_saved[3].data_ptr<T_>();
+        k.rstd_h = ln_saved[4].data_ptr<T_>();
+        k.stat_c = ln_saved[5].data_ptr<T_>();
+        k.dzh = dzh.data_ptr<T_>();
+        k.acc_thr = acc_thr.data_ptr<T_>();
+        k.rowbuf = rowbuf.data_ptr<T_>();
+      }
+      parallel_region(nt, [&](int p, int np) { k.run(p, np); });
+    });
+  }
+  Tensor none = at::empty({0}, opts);
+  Tensor da2 = da.reshape({T * B, 4 * H});
+  Tensor dx = none, dwih = none, dwhh = none, db = none, dwhr = none;
+  std::vector<Tensor> dln;
+  // left factors of the weight gradients: grads of x W_ih^T and of h_{t-1} W_hh^T
+  Tensor dzx = da2, dzh_ = da;
+  if (with_ln) {
+    // need[8]: the LN parameters; dzx is needed for x and w_ih
+    const bool want_ln = need.size() > 8 && need[8];
+    auto r = at::native_layer_norm_backward(da2, ln_saved[0], {4 * H}, ln_saved[1], ln_saved[2], lnc[0], lnc[1],
+                                            {need[0] || need[3], want_ln, want_ln});
+    dzx = std::get<0>(r);
+    dzh_ = dzh;
+    if (want_ln) {
+      Tensor acc = acc_thr.sum(0);
+      dln = {std::get<1>(r), std::get<2>(r), (da * ln_saved[3]).sum({0, 1}), da2.sum(0), acc.narrow(0, 0, H),
+             acc.narrow(0, H, H)};
+      if (dpeep.defined()) dpeep = acc.narrow(0, 2 * H, 3 * H).reshape({3, H});
+    } else if (dpeep.defined()) {
+      dpeep = acc_thr.sum(0).narrow(0, 2 * H, 3 * H).reshape({3, H});
+    }
+  }
+  if (need[0]) dx = at::mm(dzx, w_ih).reshape({T, B, I});
+  if (need[3]) dwih = at::mm(dzx.t(), x.contiguous().reshape({T * B, I}));
+  if (need[4]) {
+    if (with_len) {
+      dwhh = at::mm(dzh_.reshape({T * B, 4 * H}).t(), hall->narrow(0, 0, T).reshape({T * B, R}));
+    } else {
+      dwhh = at::mm(dzh_[0].t(), h0.contiguous());
+      if (T > 1)
+        dwhh.addmm_(dzh_.narrow(0, 1, T - 1).reshape({(T - 1) * B, 4 * H}).t(),
+                    y.narrow(0, 0, T - 1).reshape({(T - 1) * B, R}));
+    }
+  }
+  if (need[5]) db = da2.sum(0);
+  if (need[6] && P > 0) dwhr = at::mm(dht.reshape({T * B, P}).t(), hc->reshape({T * B, H}));
+  std::vector<Tensor> out = {need[0] ? dx : none, need[1] ? dH : none, need[2] ? dC : none, dwih, dwhh, db, dwhr,
+                            dpeep.defined() && need[7] ? dpeep : none};
+  for (auto& t : dln) out.push_back(t);
+  return out;
+}
+
+// ================================================================================================
+// streaming step: several stacked unidirectional layers, one time step per call
+// ================================================================================================
+template <typename T>
+struct StreamLayer {
+  int64_t I = 0, H = 0, P = 0, R = 0, K = 0, Hp = 0, NU = 0, NPP = 0;
+  Tensor wc;    // (NU, K, 4L) with K = I + R: [W_ih | W_hh] per unit block, gates i, f, g, o interleaved
+  Tensor bias;  // (4Hp,) b_ih + b_hh interleaved (zeros without biases)
+  Tensor wr;    // (NPP, H, 2L) projection panels, or undefined
+  Tensor xh;    // (B, K): [x_t | h_{t-1}] -- the h state of this layer lives in columns I..K
+  Tensor c;     // (B, H) cell state
+  Tensor pre;   // (B, 4Hp) pre-activations, interleaved
+  Tensor hc;    // (B, H) o * tanh(c) before the projection, or undefined
+};
+
+// y = x @ panel for one row (B = 1): two independent accumulator sets over even / odd k so the FMA
+// latency is hidden; NV vectors wide.
+template <typename T, int NV>
+inline void gemv_panel(const T* __restrict x, const T* __restrict panel, int64_t K, Vec<T>* out) {
+  using V = Vec<T>;
+  constexpr int L = V::L;
+  V a0[NV], a1[NV];
+  for (int j = 0; j < NV; ++j) a0[j] = V::zero(), a1[j] = V::zero();
+  int64_t k = 0;
+  for (; k + 1 < K; k += 2) {
+    const V x0 = V::set1(x[k]), x1 = V::set1(x[k + 1]);
+    const T* p0 = panel + k * NV * L;
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) a0[j] = fmadd(x0, V::load(p0 + j * L), a0[j]);
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) a1[j] = fmadd(x1, V::load(p0 + NV * L + j * L), a1[j]);
+  }
+  if (k < K) {
+    const V x0 = V::set1(x[k]);
+    for (int j = 0; j < NV; ++j) a0[j] = fmadd(x0, V::load(panel + k * NV * L + j * L), a0[j]);
+  }
+  for (int j = 0; j < NV; ++j) out[j] = a0[j] + a1[j];
+}
+
+class FusedStreamCpp {
+ public:
+  FusedStreamCpp(const std::vector<Tensor>& w_ih, const std::vector<Tensor>& w_hh,
+                 const std::vector<Tensor>& bias, const std::vector<Tensor>& w_hr, int64_t batch,
+                 int64_t num_threads)
+      : B_(batch) {
+    TORCH_CHECK(!w_ih.empty() && w_ih.size() == w_hh.size() && w_ih.size() == bias.size() &&
+                    w_ih.size() == w_hr.size(),
+                "lstmkit FusedStream: one w_ih, w_hh, bias, w_hr per layer (bias/w_hr may be empty)");
+    TORCH_CHECK(batch >= 1, "lstmkit FusedStream: batch_size must be >= 1");
+    st_ = w_ih[0].scalar_type();
+    TORCH_CHECK(st_ == at::kFloat || st_ == at::kDouble, "lstmkit FusedStream: float32 or float64 weights");
+    const int64_t L = lanes_for(st_);
+    auto opts = w_ih[0].options();
+    int64_t wbytes = 0;
+    for (size_t k = 0; k < w_ih.size(); ++k) {
+      Lyr l;
+      l.H = w_hh[k].size(0) / 4;
+      l.I = w_ih[k].size(1);
+      l.P = w_hr[k].defined() && w_hr[k].numel() > 0 ? w_hr[k].size(0) : 0;
+      l.R = l.P > 0 ? l.P : l.H;
+      l.K = l.I + l.R;
+      l.Hp = round_up(l.H, L);
+      l.NU = l.Hp / L;
+      TORCH_CHECK(w_ih[k].size(0) == 4 * l.H && w_hh[k].size(1) == l.R, "lstmkit FusedStream: layer ", k,
+                  ": weight shapes do not match");
+      if (k > 0) TORCH_CHECK(l.I == layers_.back().R, "lstmkit FusedStream: layer ", k, " input size");
+      Tensor cat = at::cat({w_ih[k], w_hh[k]}, 1).contiguous();  // (4H, K)
+      Tensor v = cat.reshape({4, l.H, l.K});
+      if (l.Hp != l.H) v = at::constant_pad_nd(v, {0, 0, 0, l.Hp - l.H});
+      l.wc = v.reshape({4, l.NU, L, l.K}).permute({1, 3, 0, 2}).contiguous();  // (NU, K, 4, L)
+      l.bias = bias[k].defined() && bias[k].numel() > 0 ? interleave_vec(bias[k].contiguous(), l.H, L)
+                                                        : at::zeros({4 * l.Hp}, opts);
+      if (l.P > 0) {
+        l.wr = pack_panels(w_hr[k].t(), L);
+        l.NPP = l.wr.size(0);
+        l.hc = at::zeros({B_, l.H}, opts);
+      }
+      l.xh = at::zeros({B_, l.K}, opts);
+      l.c = at::zeros({B_, l.H}, opts);
+      l.pre = at::empty({B_, 4 * l.Hp}, opts);
+      wbytes += l.wc.numel() * l.wc.element_size();
+      layers_.push_back(std::move(l));
+    }
+    // Threads only pay off when the weights no longer fit in one core's L2 (stream-large).
+    nt_ = num_threads > 0 ? (int)num_threads : at::get_num_threads();
+    if (wbytes * B_ < (1 << 20)) nt_ = 1;
+    if (num_threads < 0) nt_ = (int)-num_threads;
+  }
+
+  Tensor step(const Tensor& x) {
+    const Lyr& l0 = layers_.front();
+    TORCH_CHECK(x.scalar_type() == st_ && x.device().is_cpu(), "lstmkit FusedStream.step: x must be a CPU ",
+                st_, " tensor");
+    TORCH_CHECK(x.dim() == 2 && x.size(0) == B_ && x.size(1) == l0.I, "lstmkit FusedStream.step: x must be (",
+                B_, ", ", l0.I, "), got ", x.sizes());
+    Tensor xc = x.contiguous();
+    Tensor out = at::empty({B_, layers_.back().R}, xc.options());
+    AT_DISPATCH_FLOATING_TYPES(st_, "lstmkit_stream_step", [&] {
+      run<scalar_t>(xc.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
+    });
+    return out;
+  }
+
+  void reset() {
+    for (auto& l : layers_) {
+      l.xh.zero_();
+      l.c.zero_();
+    }
+  }
+
+  std::vector<Tensor> get_state() const {
+    std::vector<Tensor> hs, cs;
+    for (const auto& l : layers_) {
+      hs.push_back(l.xh.narrow(1, l.I, l.R));
+      cs.push_back(l.c);
+    }
+    return {at::stack(hs), at::stack(cs)};
+  }
+
+  void set_state(const Tensor& h, const Tensor& c) {
+    TORCH_CHECK(h.dim() == 3 && c.dim() == 3 && h.size(0) == (int64_t)layers_.size() &&
+                    c.size(0) == (int64_t)layers_.size(),
+                "lstmkit FusedStream.set_state: h and c must be (L, B, .)");
+    for (size_t k = 0; k < layers_.size(); ++k) {
+      layers_[k].xh.narrow(1, layers_[k].I, layers_[k].R).copy_(h[k]);
+      layers_[k].c.copy_(c[k]);
+    }
+  }
+
+  int64_t num_threads() const { return nt_; }
+
+ private:
+  using Lyr = StreamLayer<float>;  // the tensors are dtype-agnostic; the template only names a struct
+
+  template <typename T>
+  void run(const T* x, T* out) {
+    using V = Vec<T>;
+    constexpr int L = V::L;
+    const int64_t B = B_;
+    const Lyr& l0 = layers_[0];
+    T* xh0 = l0.xh.data_ptr<T>();
+    for (int64_t b = 0; b < B; ++b) copy_n(x + b * l0.I, xh0 + b * l0.K, l0.I);
+    parallel_region(nt_, [&](int p, int np) {
+      for (size_t li = 0; li < layers_.size(); ++li) {
+        const Lyr& l = layers_[li];
+        T* xh = l.xh.data_ptr<T>();
+        T* pre = l.pre.data_ptr<T>();
+        T* c = l.c.data_ptr<T>();
+        const T* wc = l.wc.data_ptr<T>();
+        const T* bias = l.bias.data_ptr<T>();
+        int64_t u0, u1;
+        split_range(l.NU, p, np, u0, u1);
+        // pass 1: pre-activations of my unit blocks
+        for (int64_t u = u0; u < u1; ++u) {
+          const T* pan = wc + u * l.K * 4 * L;
+          if (B == 1) {
+            V acc[4];
+            gemv_panel<T, 4>(xh, pan, l.K, acc);
+            for (int q = 0; q < 4; ++q) acc[q].store(pre + u * 4 * L + q * L);
+          } else {
+            for_row_blocks<T, 3, 4>(xh, l.K, pan, l.K, B, [&](int64_t r0, auto& acc) {
+              constexpr int mr = sizeof(acc.v) / sizeof(acc.v[0]);
+              for (int m = 0; m < mr; ++m)
+                for (int q = 0; q < 4; ++q) acc.v[m][q].store(pre + (r0 + m) * 4 * l.Hp + u * 4 * L + q * L);
+            });
+          }
+        }
+        thread_barrier();  // everyone has read h_{t-1} before it is overwritten
+        // pass 2: pointwise, h written in place into xh[:, I:] (or hc with a projection)
+        for (int64_t u = u0; u < u1; ++u) {
+          const int64_t hu = u * L;
+          const int n = (int)std::min<int64_t>(L, l.H - hu);
+          const T* bb = bias + u * 4 * L;
+          for (int64_t b = 0; b < B; ++b) {
+            const T* pr = pre + b * 4 * l.Hp + u * 4 * L;
+            const V i = sigmoid(V::load(pr) + V::load(bb));
+            const V f = sigmoid(V::load(pr + L) + V::load(bb + L));
+            const V g = tanh(V::load(pr + 2 * L) + V::load(bb + 2 * L));
+            const V o = sigmoid(V::load(pr + 3 * L) + V::load(bb + 3 * L));
+            T* cp = c + b * l.H + hu;
+            const V cn = fmadd(f, ld(cp, n), i * g);
+            st(cn, cp, n);
+            const V h = o * tanh(cn);
+            if (l.P > 0)
+              st(h, l.hc.data_ptr<T>() + b * l.H + hu, n);
+            else
+              st(h, xh + b * l.K + l.I + hu, n);
+          }
+        }
+        if (l.P > 0) {
+          thread_barrier();
+          const T* hcp = l.hc.data_ptr<T>();
+          const T* wr = l.wr.data_ptr<T>();
+          int64_t q0, q1;
+          split_range(l.NPP, p, np, q0, q1);
+          for (int64_t q = q0; q < q1; ++q) {
+            for (int64_t b = 0; b < B; ++b) {
+              V acc[2];
+              gemv_panel<T, 2>(hcp + b * l.H, wr + q * l.H * 2 * L, l.H, acc);
+              for (int j = 0; j < 2; ++j) {
+                const int64_t cidx = q * 2 * L + j * L;
+                const int n = (int)std::max<int64_t>(0, std::min<int64_t>(L, l.P - cidx));
+                if (n > 0) st(acc[j], xh + b * l.K + l.I + cidx, n);
+              }
+            }
+          }
+        }
+        thread_barrier();  // h_t of this layer complete
+        // feed the next layer (or the output)
+        if (p == 0) {
+          T* dst = li + 1 < layers_.size() ? layers_[li + 1].xh.data_ptr<T>() : out;
+          const int64_t dstride = li + 1 < layers_.size() ? layers_[li + 1].K : l.R;
+          for (int64_t b = 0; b < B; ++b) copy_n(xh + b * l.K + l.I, dst + b * dstride, l.R);
+        }
+        thread_barrier();
+      }
+    });
+  }
+
+  int64_t B_;
+  int nt_ = 1;
+  at::ScalarType st_;
+  std::vector<Lyr> layers_;
+};
+
+}  // namespace lstmkit
+
+std::string build_info() {
+  return std::string("avx2=") + (lstmkit::compiled_with_avx2() ? "1" : "0") +
+#ifdef _OPENMP
+         " openmp=1"
+#else
+         " openmp=0"
+#endif
+         + " lanes_f32=" + std::to_string(lstmkit::Vec<float>::L);
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &lstmkit::fused_forward, "fused LSTM layer forward");
+  m.def("backward", &lstmkit::fused_backward, "fused LSTM layer backward");
+  m.def("build_info", &build_info);
+  pybind11::class_<lstmkit::FusedStreamCpp>(m, "FusedStream")
+      .def(pybind11::init<const std::vector<at::Tensor>&, const std::vector<at::Tensor>&,
+                          const std::vector<at::Tensor>&, const std::vector<at::Tensor>&, int64_t, int64_t>())
+      .def("step", &lstmkit::FusedStreamCpp::step)
+      .def("reset", &lstmkit::FusedStreamCpp::reset)
+      .def("get_state", &lstmkit::FusedStreamCpp::get_state)
+      .def("set_state", &lstmkit::FusedStreamCpp::set_state)
+      .def("num_threads", &lstmkit::FusedStreamCpp::num_threads);
+}

@@ -1,0 +1,149 @@
+"""The command line: each bad input gives one line on stderr and exit status 2; good input works."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lstmkit.cli import main
+
+TINY = ["--length", "20", "--suspects", "4", "--red-herrings", "1", "--n-val", "32", "--n-test", "32",
+        "--hidden-size", "8", "--embedding-size", "4", "--batch-size", "4", "--eval-every", "5", "--quiet"]
+
+
+def _err(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, f"expected one line on stderr, got: {err!r}"
+    return err
+
+
+@pytest.fixture(scope="module")
+def mystery_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "m"
+    assert main(["train", "mystery", "--out", str(out), "--max-steps", "5", *TINY]) == 0
+    return out
+
+
+def _csv(tmp_path: Path, text: str) -> str:
+    p = tmp_path / "d.csv"
+    p.write_text(text, encoding="utf-8")
+    return str(p)
+
+
+GOOD_CSV = "t,y,z\n" + "".join(f"{i},{(i * 7) % 13},{i % 5}\n" for i in range(200))
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["train", "nosuchtask"], "unknown task 'nosuchtask'"),
+        (["train", "text", "--text-file", "/nonexistent/file.txt"], "/nonexistent/file.txt"),
+        (["train", "mystery", "--length", "-3"], "T=-3"),
+        (["evaluate", "/nonexistent/run"], "not a run folder"),
+        (["sample", "/nonexistent/run"], "not a run folder"),
+        (["explore", "/nonexistent/run"], "not a run folder"),
+    ],
+)
+def test_bad_input_exits_2(args, words, capsys, tmp_path):
+    assert main([*args, "--out", str(tmp_path / "o")] if args[0] == "train" else args) == 2
+    err = _err(capsys)
+    assert words in err and "Traceback" not in err
+
+
+def test_unknown_option_exits_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "mystery", "--no-such-option"])
+    assert e.value.code == 2
+    assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "content,words",
+    [
+        (b"", "empty"),
+        (b"\xff\xfe\x00bad bytes \xc3\x28", "UTF-8"),
+    ],
+)
+def test_bad_text_files(content, words, tmp_path, capsys):
+    p = tmp_path / "t.txt"
+    p.write_bytes(content)
+    assert main(["train", "text", "--text-file", str(p), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert words in _err(capsys)
+
+
+@pytest.mark.parametrize(
+    "text,extra,words",
+    [
+        (GOOD_CSV, ["--target", "nope"], "nope"),
+        (GOOD_CSV, ["--target", "y", "--features", "y,missing"], "missing"),
+        ("t,y\n" + "".join(f"{i},{i}\n" for i in range(50)) + "50,abc\n", ["--target", "y"], "abc"),
+        ("t,y\n" + "".join(f"{i},{i % 3}\n" for i in range(10)), ["--target", "y", "--window", "24"], "window"),
+        ("t,y\n" + "".join(f"{i},{i % 7}\n" for i in range(100)) + "100,nan\n", ["--target", "y"], "NaN"),
+        ("t,y\n" + "".join(f"{i},{i % 7}\n" for i in range(100)) + "100,inf\n", ["--target", "y"], "inf"),
+    ],
+)
+def test_bad_csv(text, extra, words, tmp_path, capsys):
+    args = ["train", "csv", "--csv", _csv(tmp_path, text), *extra, "--out", str(tmp_path / "o"), "--quiet"]
+    assert main(args) == 2
+    err = _err(capsys)
+    assert words.lower() in err.lower()
+
+
+def test_train_evaluate_explore(mystery_run, capsys, tmp_path):
+    capsys.readouterr()
+    assert main(["evaluate", str(mystery_run)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("accuracy ")
+    assert main(["explore", str(mystery_run), "--out", str(tmp_path / "x"), "--png"]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "x" / "index.html").exists() and "Mystery report" in out
+    assert main(["explore", str(mystery_run), "--input", "the rain clue:butler zzz who?", "--out", str(tmp_path / "y")]) == 0
+    out = capsys.readouterr().out
+    assert "1 input items are outside the model's vocabulary" in out
+    html = (tmp_path / "y" / "index.html").read_text(encoding="utf-8")
+    assert "⚠zzz" in html or "\\u26a0zzz" in html
+    assert main(["explore", str(mystery_run), "--input", "   "]) == 2
+    assert "input is empty" in _err(capsys)
+    assert main(["sample", str(mystery_run)]) == 2
+    assert "needs a language-model run" in _err(capsys)
+
+
+def test_damaged_run_files(mystery_run, tmp_path, capsys):
+    run = tmp_path / "copy"
+    shutil.copytree(mystery_run, run)
+    (run / "model.safetensors").write_bytes((mystery_run / "model.safetensors").read_bytes()[:100])
+    assert main(["evaluate", str(run)]) == 2
+    assert "model.safetensors" in _err(capsys)
+    shutil.copy(mystery_run / "model.safetensors", run / "model.safetensors")
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["model"]["hidden_size"] = 9  # weights from "another run"
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert main(["evaluate", str(run)]) == 2
+    assert "has shape (32,) but the model needs (36,)" in _err(capsys)
+    (run / "config.json").write_text("{ not json")
+    assert main(["evaluate", str(run)]) == 2
+    assert "not valid JSON" in _err(capsys)
+
+
+def test_resume_through_cli(mystery_run, tmp_path, capsys):
+    run = tmp_path / "r"
+    shutil.copytree(mystery_run, run)
+    assert main(["train", "mystery", "--resume", str(run), "--max-steps", "10", "--quiet"]) == 0
+    assert json.loads((run / "train_state.json").read_text())["step"] == 10
+
+
+def test_subprocess_exit_status_and_help(tmp_path):
+    env = {**os.environ, "LSTMKIT_NO_KERNELS": "1"}
+    r = subprocess.run([sys.executable, "-m", "lstmkit.cli", "train", "mystery", "--length", "0", "--out",
+                        str(tmp_path / "o")], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "T=0" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "lstmkit.cli", "--help"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0
+    for cmd in ("demo", "train", "evaluate", "sample", "explore", "bench"):
+        assert cmd in r.stdout

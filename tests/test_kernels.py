@@ -1,0 +1,432 @@
+"""Tests of the fused CPU kernels (lstmkit.kernels) against torch.nn.LSTM and an explicit
+step-by-step oracle of the cell's equations written here, independent of lstmkit.
+
+The kernels are built on first use (~1 min, then cached). If they cannot be built on this machine
+the tests that need them are skipped, and test_unavailable_* still run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from lstmkit import kernels as K
+from lstmkit.kernels import _build
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+needs_kernels = pytest.mark.skipif(
+    os.environ.get("LSTMKIT_NO_KERNELS", "") not in ("", "0"), reason="kernels disabled by environment"
+)
+
+
+@pytest.fixture(scope="module")
+def kern() -> None:
+    if not K.available():
+        pytest.skip(f"fused kernels unavailable: {K.unavailable_reason()}")
+
+
+# ------------------------------------------------------------------------------------------------
+# the oracle: the equations, one step at a time, in plain torch (autograd gives its gradients)
+# ------------------------------------------------------------------------------------------------
+def oracle(
+    x: torch.Tensor,
+    h0: torch.Tensor,
+    c0: torch.Tensor,
+    w_ih: torch.Tensor,
+    w_hh: torch.Tensor,
+    b_ih: torch.Tensor | None,
+    b_hh: torch.Tensor | None,
+    w_hr: torch.Tensor | None = None,
+    peephole: torch.Tensor | None = None,
+    coupled: bool = False,
+    zoneout_c: torch.Tensor | None = None,
+    zoneout_h: torch.Tensor | None = None,
+    lengths: torch.Tensor | None = None,
+    ln: tuple[torch.Tensor, ...] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def norm(v: torch.Tensor, gain: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        mu = v.mean(-1, keepdim=True)
+        var = ((v - mu) ** 2).mean(-1, keepdim=True)
+        return (v - mu) / torch.sqrt(var + 1e-5) * gain + shift
+
+    h, c = h0, c0
+    ys, gs, cs = [], [], []
+    for t in range(x.shape[0]):
+        if ln is not None:
+            a = norm(x[t] @ w_ih.T, ln[0], ln[1]) + norm(h @ w_hh.T, ln[2], ln[3])
+        else:
+            a = x[t] @ w_ih.T + h @ w_hh.T
+        if b_ih is not None:
+            a = a + b_ih
+        if b_hh is not None:
+            a = a + b_hh
+        ai, af, ag, ao = a.chunk(4, dim=1)
+        if peephole is not None:
+            ai = ai + peephole[0] * c
+            af = af + peephole[1] * c
+        i = torch.sigmoid(ai)
+        f = 1 - i if coupled else torch.sigmoid(af)
+        g = torch.tanh(ag)
+        ct = f * c + i * g
+        if peephole is not None:
+            ao = ao + peephole[2] * ct
+        o = torch.sigmoid(ao)
+        ht = o * torch.tanh(norm(ct, ln[4], ln[5]) if ln is not None else ct)
+        if w_hr is not None:
+            ht = ht @ w_hr.T
+        cn = zoneout_c[t] * c + (1 - zoneout_c[t]) * ct if zoneout_c is not None else ct
+        hn = zoneout_h[t] * h + (1 - zoneout_h[t]) * ht if zoneout_h is not None else ht
+        gates = torch.cat([i, f, g, o], dim=1)
+        if lengths is not None:
+            ok = (t < lengths).unsqueeze(1)
+            cn = torch.where(ok, cn, c)
+            hn = torch.where(ok, hn, h)
+            ys.append(torch.where(ok, hn, torch.zeros_like(hn)))
+            gs.append(torch.where(ok, gates, torch.zeros_like(gates)))
+        else:
+            ys.append(hn)
+            gs.append(gates)
+        h, c = hn, cn
+        cs.append(c)
+    T, B = x.shape[0], x.shape[1]
+    empty = x.new_zeros(T, B, 0)
+    return (
+        torch.stack(ys) if ys else empty,
+        h,
+        c,
+        torch.stack(gs) if gs else empty,
+        torch.stack(cs) if cs else empty,
+    )
+
+
+def make_case(
+    T: int,
+    B: int,
+    I: int,
+    H: int,
+    *,
+    P: int = 0,
+    bias: bool = True,
+    peephole: bool = False,
+    zoneout: bool = False,
+    lengths: bool = False,
+    layer_norm: bool = False,
+    init_state: bool = True,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(seed)
+    R = P or H
+
+    def r(*shape: int, scale: float = 0.5) -> torch.Tensor:
+        return (torch.randn(*shape, generator=g) * scale).to(dtype)
+
+    case: dict[str, Any] = {
+        "x": r(T, B, I, scale=1.0),
+        "h0": r(B, R) if init_state else torch.zeros(B, R, dtype=dtype),
+        "c0": r(B, H) if init_state else torch.zeros(B, H, dtype=dtype),
+        "w_ih": r(4 * H, I),
+        "w_hh": r(4 * H, R),
+        "b_ih": r(4 * H) if bias else None,
+        "b_hh": r(4 * H) if bias else None,
+        "w_hr": r(P, H) if P else None,
+        "peephole": r(3, H) if peephole else None,
+        "zoneout_c": (torch.rand(T, B, H, generator=g) < 0.3).to(dtype) if zoneout else None,
+        "zoneout_h": (torch.rand(T, B, R, generator=g) < 0.3).to(dtype) if zoneout else None,
+        "lengths": None,
+    }
+    for k, n in zip(("g_ih", "s_ih", "g_hh", "s_hh", "g_c", "s_c"), (4 * H, 4 * H, 4 * H, 4 * H, H, H)):
+        if layer_norm:
+            case[k] = (1.0 if k.startswith("g") else 0.0) + r(n, scale=0.2)
+        else:
+            case[k] = None
+    if lengths:
+        lens = torch.randint(1, T + 1, (B,), generator=g)
+        lens[0] = T  # the longest one reaches the end
+        if B > 2:
+            lens[-1] = max(1, T // 2)
+        case["lengths"] = lens
+    return case
+
+
+LN_NAMES = ("g_ih", "s_ih", "g_hh", "s_hh", "g_c", "s_c")
+DIFF = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "peephole", *LN_NAMES)
+
+
+def ln_of(d: dict[str, Any]) -> tuple[torch.Tensor, ...] | None:
+    return tuple(d[k] for k in LN_NAMES) if d.get("g_ih") is not None else None
+
+
+def run_both(
+    case: dict[str, Any], coupled: bool = False, num_threads: int | None = None
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[str]]:
+    """Returns kernel results and oracle (float64) results: outputs, trace, then gradients."""
+    T, B = case["x"].shape[:2]
+    R = case["h0"].shape[1]
+    H = case["c0"].shape[1]
+    g = torch.Generator().manual_seed(123)
+    wy = torch.randn(T, B, R, generator=g, dtype=torch.float64)
+    wh = torch.randn(B, R, generator=g, dtype=torch.float64)
+    wc = torch.randn(B, H, generator=g, dtype=torch.float64)
+
+    def leaves(dtype: torch.dtype) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in case.items():
+            if isinstance(v, torch.Tensor) and k in DIFF:
+                out[k] = v.detach().to(dtype).requires_grad_(True)
+            elif isinstance(v, torch.Tensor) and k != "lengths":
+                out[k] = v.to(dtype)
+            else:
+                out[k] = v
+        return out
+
+    kin = leaves(case["x"].dtype)
+    y, hT, cT, tr = K.fused_layer(
+        kin["x"], kin["h0"], kin["c0"], kin["w_ih"], kin["w_hh"], kin["b_ih"], kin["b_hh"],
+        w_hr=kin["w_hr"], peephole=kin["peephole"], coupled=coupled, zoneout_c=kin["zoneout_c"],
+        zoneout_h=kin["zoneout_h"], lengths=kin["lengths"], trace=True, num_threads=num_threads,
+        ln=ln_of(kin),
+    )  # fmt: skip
+    assert tr is not None
+    loss = (y.double() * wy).sum() + (hT.double() * wh).sum() + (cT.double() * wc).sum()
+    names = [k for k in DIFF if kin[k] is not None]
+    kgrads = torch.autograd.grad(loss, [kin[k] for k in names])
+
+    oin = leaves(torch.float64)
+    oy, ohT, ocT, og, oc = oracle(
+        oin["x"], oin["h0"], oin["c0"], oin["w_ih"], oin["w_hh"], oin["b_ih"], oin["b_hh"],
+        w_hr=oin["w_hr"], peephole=oin["peephole"], coupled=coupled, zoneout_c=oin["zoneout_c"],
+        zoneout_h=oin["zoneout_h"], lengths=oin["lengths"], ln=ln_of(oin),
+    )  # fmt: skip
+    oloss = (oy * wy).sum() + (ohT * wh).sum() + (ocT * wc).sum()
+    ograds = torch.autograd.grad(oloss, [oin[k] for k in names], allow_unused=True)
+    ograds = tuple(torch.zeros_like(oin[k]) if gr is None else gr for k, gr in zip(names, ograds))
+    got = [y, hT, cT, tr[0], tr[1], *kgrads]
+    want = [oy, ohT, ocT, og, oc, *ograds]
+    labels = ["y", "h_T", "c_T", "gates", "c", *(f"d{k}" for k in names)]
+    return got, want, labels
+
+
+def assert_close(got: list[torch.Tensor], want: list[torch.Tensor], labels: list[str], rtol: float) -> None:
+    for a, b, name in zip(got, want, labels):
+        a, b = a.detach(), b.detach()
+        assert a.shape == b.shape, f"{name}: shape {tuple(a.shape)} != {tuple(b.shape)}"
+        scale = max(1.0, float(b.abs().max())) if b.numel() else 1.0
+        err = float((a.double() - b.double()).abs().max()) if b.numel() else 0.0
+        assert err <= rtol * scale, f"{name}: max error {err:.3g} > {rtol:g} * {scale:.3g}"
+
+
+CONFIGS: list[dict[str, Any]] = [
+    dict(T=1, B=1, I=3, H=8),
+    dict(T=7, B=3, I=5, H=13),
+    dict(T=5, B=8, I=4, H=20, init_state=False),
+    dict(T=9, B=13, I=6, H=16),
+    dict(T=6, B=5, I=5, H=24, bias=False),
+    dict(T=7, B=4, I=5, H=13, lengths=True),
+    dict(T=6, B=6, I=4, H=12, P=5),
+    dict(T=7, B=5, I=4, H=19, P=9, lengths=True),
+    dict(T=5, B=3, I=4, H=11, peephole=True),
+    dict(T=6, B=4, I=5, H=10, zoneout=True),
+    dict(T=7, B=5, I=3, H=13, P=6, peephole=True, zoneout=True, lengths=True),
+    dict(T=6, B=4, I=5, H=16, layer_norm=True),
+    dict(T=7, B=5, I=4, H=13, layer_norm=True, lengths=True, init_state=False),
+    dict(T=6, B=3, I=4, H=11, P=5, layer_norm=True, peephole=True, zoneout=True, lengths=True),
+]
+
+
+@needs_kernels
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
+@pytest.mark.parametrize("coupled", [False, True])
+def test_fused_matches_oracle_float32(kern: None, cfg: dict[str, Any], coupled: bool) -> None:
+    if coupled and cfg["T"] == 1:
+        pytest.skip("covered by the longer cases")
+    case = make_case(**cfg)
+    got, want, labels = run_both(case, coupled=coupled)
+    assert_close(got, want, labels, rtol=1e-5)
+    assert got[0].abs().max() > 0, "all-zero output"
+
+
+@needs_kernels
+@pytest.mark.parametrize(
+    "cfg", [CONFIGS[1], CONFIGS[7], CONFIGS[10], CONFIGS[13]], ids=["plain", "proj-len", "all", "ln-all"]
+)
+def test_fused_matches_oracle_float64(kern: None, cfg: dict[str, Any]) -> None:
+    case = make_case(**cfg, dtype=torch.float64)
+    got, want, labels = run_both(case, coupled=False)
+    assert_close(got, want, labels, rtol=1e-10)
+
+
+@needs_kernels
+@pytest.mark.parametrize("proj", [0, 6])
+@pytest.mark.parametrize("bidir_like", [False, True])
+def test_plain_matches_torch_lstm(kern: None, proj: int, bidir_like: bool) -> None:
+    """The plain cell against torch.nn.LSTM itself (weights copied), outputs and all gradients."""
+    torch.manual_seed(1)
+    T, B, I, H = 9, 4, 7, 16
+    ref = torch.nn.LSTM(I, H, proj_size=proj)
+    x = torch.randn(T, B, I)
+    if bidir_like:  # the core runs the reverse direction on a flipped sequence
+        x = x.flip(0).contiguous()
+    h0 = torch.randn(1, B, proj or H)
+    c0 = torch.randn(1, B, H)
+    xs = [x.clone().requires_grad_(True) for _ in range(2)]
+    s0 = [(h0.clone().requires_grad_(True), c0.clone().requires_grad_(True)) for _ in range(2)]
+    y_ref, (h_ref, c_ref) = ref(xs[0], s0[0])
+    p = dict(ref.named_parameters())
+    params = [p["weight_ih_l0"], p["weight_hh_l0"], p["bias_ih_l0"], p["bias_hh_l0"]]
+    w_hr = p["weight_hr_l0"] if proj else None
+    y, hT, cT, _ = K.fused_layer(xs[1], s0[1][0][0], s0[1][1][0], *params, w_hr=w_hr)
+    g = torch.Generator().manual_seed(5)
+    wy, wh, wc = torch.randn(y.shape, generator=g), torch.randn(hT.shape, generator=g), torch.randn(cT.shape, generator=g)
+    inputs = [*params] + ([w_hr] if w_hr is not None else [])
+    ref_loss = (y_ref * wy).sum() + (h_ref[0] * wh).sum() + (c_ref[0] * wc).sum()
+    g_ref = torch.autograd.grad(ref_loss, [xs[0], *s0[0], *inputs])
+    loss = (y * wy).sum() + (hT * wh).sum() + (cT * wc).sum()
+    g_k = torch.autograd.grad(loss, [xs[1], *s0[1], *inputs])
+    assert_close([y, hT, cT], [y_ref, h_ref[0], c_ref[0]], ["y", "h_T", "c_T"], rtol=1e-5)
+    assert_close(list(g_k), list(g_ref), [f"grad{i}" for i in range(len(g_k))], rtol=1e-5)
+
+
+@needs_kernels
+@pytest.mark.parametrize(
+    "cfg", [CONFIGS[3], CONFIGS[7], CONFIGS[10], CONFIGS[13]], ids=["plain", "proj-len", "all", "ln-all"]
+)
+def test_one_and_two_threads_agree(kern: None, cfg: dict[str, Any]) -> None:
+    case = make_case(**cfg)
+    got1, _, labels = run_both(case, num_threads=-1)  # negative: exactly that many threads
+    got2, _, _ = run_both(case, num_threads=-2)
+    for a, b, name in zip(got1, got2, labels):
+        scale = max(1.0, float(b.abs().max()))
+        assert float((a - b).abs().max()) <= 1e-6 * scale, name
+
+
+@needs_kernels
+def test_trace_does_not_change_outputs(kern: None) -> None:
+    case = make_case(T=6, B=3, I=4, H=10)
+    args = [case[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")]
+    with torch.no_grad():
+        y1, h1, c1, tr = K.fused_layer(*args, trace=True)
+        y2, h2, c2, none = K.fused_layer(*args)
+    assert none is None and tr is not None
+    assert torch.equal(y1, y2) and torch.equal(h1, h2) and torch.equal(c1, c2)
+    assert tr[0].shape == (6, 3, 40) and tr[1].shape == (6, 3, 10)
+
+
+@needs_kernels
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(T=3, B=2, I=3, H=5),
+        dict(T=4, B=3, I=2, H=5, P=3, lengths=True),
+        dict(T=3, B=2, I=3, H=4, peephole=True, zoneout=True),
+        dict(T=3, B=3, I=2, H=4, P=3, layer_norm=True, peephole=True, lengths=True),
+    ],
+    ids=["plain", "proj-len", "peep-zone", "ln-all"],
+)
+def test_gradcheck_float64(kern: None, cfg: dict[str, Any]) -> None:
+    case = make_case(**cfg, dtype=torch.float64)
+    names = [k for k in DIFF if case[k] is not None]
+    leaves = [case[k].clone().requires_grad_(True) for k in names]
+
+    def f(*ts: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        kw = dict(zip(names, ts))
+        y, hT, cT, _ = K.fused_layer(
+            kw["x"], kw["h0"], kw["c0"], kw["w_ih"], kw["w_hh"], kw.get("b_ih"), kw.get("b_hh"),
+            w_hr=kw.get("w_hr"), peephole=kw.get("peephole"), zoneout_c=case["zoneout_c"],
+            zoneout_h=case["zoneout_h"], lengths=case["lengths"],
+            ln=tuple(kw[k] for k in LN_NAMES) if "g_ih" in kw else None,
+        )  # fmt: skip
+        return y, hT, cT
+
+    assert torch.autograd.gradcheck(f, tuple(leaves), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# streaming step
+# ------------------------------------------------------------------------------------------------
+@needs_kernels
+@pytest.mark.parametrize("proj", [0, 5])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_stream_equals_whole_sequence(kern: None, proj: int, batch: int) -> None:
+    torch.manual_seed(2)
+    T, I, H, layers = 6, 7, 13, 2
+    ref = torch.nn.LSTM(I, H, num_layers=layers, proj_size=proj)
+    x = torch.randn(T, batch, I)
+    with torch.no_grad():
+        y_ref, (h_ref, c_ref) = ref(x)
+    p = dict(ref.named_parameters())
+    lay = []
+    for k in range(layers):
+        d = {n: p[f"{t}_l{k}"] for n, t in (("w_ih", "weight_ih"), ("w_hh", "weight_hh"), ("b_ih", "bias_ih"), ("b_hh", "bias_hh"))}
+        if proj:
+            d["w_hr"] = p[f"weight_hr_l{k}"]
+        lay.append(d)
+    s = K.FusedStream(lay, batch, proj=bool(proj))
+    for rep in range(2):  # reset() really resets
+        outs = [s.step(x[t, 0] if batch == 1 else x[t]) for t in range(T)]
+        got = torch.stack([o.view(batch, -1) for o in outs])
+        assert_close([got], [y_ref], ["stream y"], rtol=1e-5)
+        h, c = s.state
+        assert_close([h, c], [h_ref, c_ref], ["h", "c"], rtol=1e-5)
+        s.reset()
+    h, c = s.state
+    assert float(h.abs().max()) == 0.0 and float(c.abs().max()) == 0.0
+    s.set_state(h_ref, c_ref)
+    assert_close(list(s.state), [h_ref, c_ref], ["h", "c"], rtol=0)
+
+
+@needs_kernels
+def test_stream_step_checks_its_input(kern: None) -> None:
+    lstm = torch.nn.LSTM(4, 8)
+    p = dict(lstm.named_parameters())
+    s = K.FusedStream([{"w_ih": p["weight_ih_l0"], "w_hh": p["weight_hh_l0"]}], 2, proj=False)
+    with pytest.raises(RuntimeError, match="FusedStream.step"):
+        s.step(torch.randn(3, 4))
+
+
+# ------------------------------------------------------------------------------------------------
+# supports() and the no-compiler path
+# ------------------------------------------------------------------------------------------------
+def test_supports_tells_the_truth() -> None:
+    base = dict(
+        dtype=torch.float32, device=torch.device("cpu"), peephole=False, layer_norm=False, coupled=False,
+        zoneout=False, proj=False, lengths=False, requires_grad=True,
+    )  # fmt: skip
+    assert K.supports(**base)  # type: ignore[arg-type]
+    assert K.supports(**{**base, "dtype": torch.float64})  # type: ignore[arg-type]
+    for k in ("peephole", "layer_norm", "coupled", "zoneout", "proj", "lengths"):
+        assert K.supports(**{**base, k: True})  # type: ignore[arg-type]
+    assert not K.supports(**{**base, "dtype": torch.float16})  # type: ignore[arg-type]
+    assert not K.supports(**{**base, "device": torch.device("meta")})  # type: ignore[arg-type]
+
+
+def test_unavailable_without_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
+    saved = (_build._module, _build._error, _build._tried)
+    try:
+        _build._reset_for_tests()
+        monkeypatch.setenv("LSTMKIT_NO_KERNELS", "1")
+        assert K.available() is False
+        reason = K.unavailable_reason()
+        assert reason is not None and "LSTMKIT_NO_KERNELS" in reason
+        with pytest.raises(RuntimeError, match="unavailable"):
+            K.fused_layer(torch.zeros(1, 1, 1), torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(8, 1),
+                          torch.zeros(8, 2), None, None)  # fmt: skip
+    finally:
+        _build._module, _build._error, _build._tried = saved
+
+
+def test_import_builds_nothing(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    env = {**os.environ, "LSTMKIT_KERNEL_CACHE": str(cache), "PYTHONPATH": SRC}
+    code = "import lstmkit.kernels as K; print(K.unavailable_reason())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert not cache.exists() or not any(cache.iterdir())
+    assert "building" not in out.stderr
