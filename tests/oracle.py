@@ -14,9 +14,18 @@ def _ln(v: Tensor, gamma: Tensor, beta: Tensor, eps: float = 1e-5) -> Tensor:
 
 
 def oracle_step(
-    x: Tensor, h: Tensor, c: Tensor, p: dict[str, Tensor], sfx: str, H: int, *,
-    peephole: bool = False, layer_norm: bool = False, coupled: bool = False,
-    zc: Tensor | float | None = None, zh: Tensor | float | None = None,
+    x: Tensor,
+    h: Tensor,
+    c: Tensor,
+    p: dict[str, Tensor],
+    sfx: str,
+    H: int,
+    *,
+    peephole: bool = False,
+    layer_norm: bool = False,
+    coupled: bool = False,
+    zc: Tensor | float | None = None,
+    zh: Tensor | float | None = None,
 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """x (I,), h (P|H,), c (H,) for one sequence; returns h_t, c_t and the gates."""
     W = p[f"weight_ih{sfx}"]
@@ -56,8 +65,16 @@ def oracle_step(
 
 
 def oracle_lstm(
-    x: Tensor, params: dict[str, Tensor], *, H: int, num_layers: int = 1, bidirectional: bool = False,
-    proj_size: int = 0, lengths: list[int] | None = None, h0: Tensor | None = None, c0: Tensor | None = None,
+    x: Tensor,
+    params: dict[str, Tensor],
+    *,
+    H: int,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    proj_size: int = 0,
+    lengths: list[int] | None = None,
+    h0: Tensor | None = None,
+    c0: Tensor | None = None,
     **variants: object,
 ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
     """x (T, B, I). Each sequence b runs alone over its first lengths[b] steps. Returns out (T, B, D·P),

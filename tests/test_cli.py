@@ -13,8 +13,27 @@ import pytest
 
 from lstmkit.cli import main
 
-TINY = ["--length", "20", "--suspects", "4", "--red-herrings", "1", "--n-val", "32", "--n-test", "32",
-        "--hidden-size", "8", "--embedding-size", "4", "--batch-size", "4", "--eval-every", "5", "--quiet"]
+TINY = [
+    "--length",
+    "20",
+    "--suspects",
+    "4",
+    "--red-herrings",
+    "1",
+    "--n-val",
+    "32",
+    "--n-test",
+    "32",
+    "--hidden-size",
+    "8",
+    "--embedding-size",
+    "4",
+    "--batch-size",
+    "4",
+    "--eval-every",
+    "5",
+    "--quiet",
+]
 
 
 def _err(capsys) -> str:
@@ -103,7 +122,10 @@ def test_train_evaluate_explore(mystery_run, capsys, tmp_path):
     assert main(["explore", str(mystery_run), "--out", str(tmp_path / "x"), "--png"]) == 0
     out = capsys.readouterr().out
     assert (tmp_path / "x" / "index.html").exists() and "Mystery report" in out
-    assert main(["explore", str(mystery_run), "--input", "the rain clue:butler zzz who?", "--out", str(tmp_path / "y")]) == 0
+    assert (
+        main(["explore", str(mystery_run), "--input", "the rain clue:butler zzz who?", "--out", str(tmp_path / "y")])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "1 input items are outside the model's vocabulary" in out
     html = (tmp_path / "y" / "index.html").read_text(encoding="utf-8")
@@ -140,8 +162,12 @@ def test_resume_through_cli(mystery_run, tmp_path, capsys):
 
 def test_subprocess_exit_status_and_help(tmp_path):
     env = {**os.environ, "LSTMKIT_NO_KERNELS": "1"}
-    r = subprocess.run([sys.executable, "-m", "lstmkit.cli", "train", "mystery", "--length", "0", "--out",
-                        str(tmp_path / "o")], capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "lstmkit.cli", "train", "mystery", "--length", "0", "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "T=0" in r.stderr
     r = subprocess.run([sys.executable, "-m", "lstmkit.cli", "--help"], capture_output=True, text=True, env=env)
     assert r.returncode == 0

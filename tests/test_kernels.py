@@ -284,7 +284,7 @@ def test_plain_matches_torch_lstm(kern: None, proj: int, bidir_like: bool) -> No
     w_hr = p["weight_hr_l0"] if proj else None
     y, hT, cT, _ = K.fused_layer(xs[1], s0[1][0][0], s0[1][1][0], *params, w_hr=w_hr)
     g = torch.Generator().manual_seed(5)
-    wy, wh, wc = torch.randn(y.shape, generator=g), torch.randn(hT.shape, generator=g), torch.randn(cT.shape, generator=g)
+    wy, wh, wc = (torch.randn(t.shape, generator=g) for t in (y, hT, cT))
     inputs = [*params] + ([w_hr] if w_hr is not None else [])
     ref_loss = (y_ref * wy).sum() + (h_ref[0] * wh).sum() + (c_ref[0] * wc).sum()
     g_ref = torch.autograd.grad(ref_loss, [xs[0], *s0[0], *inputs])
@@ -364,12 +364,13 @@ def test_stream_equals_whole_sequence(kern: None, proj: int, batch: int) -> None
     p = dict(ref.named_parameters())
     lay = []
     for k in range(layers):
-        d = {n: p[f"{t}_l{k}"] for n, t in (("w_ih", "weight_ih"), ("w_hh", "weight_hh"), ("b_ih", "bias_ih"), ("b_hh", "bias_hh"))}
+        names = (("w_ih", "weight_ih"), ("w_hh", "weight_hh"), ("b_ih", "bias_ih"), ("b_hh", "bias_hh"))
+        d = {n: p[f"{t}_l{k}"] for n, t in names}
         if proj:
             d["w_hr"] = p[f"weight_hr_l{k}"]
         lay.append(d)
     s = K.FusedStream(lay, batch, proj=bool(proj))
-    for rep in range(2):  # reset() really resets
+    for _ in range(2):  # reset() really resets
         outs = [s.step(x[t, 0] if batch == 1 else x[t]) for t in range(T)]
         got = torch.stack([o.view(batch, -1) for o in outs])
         assert_close([got], [y_ref], ["stream y"], rtol=1e-5)

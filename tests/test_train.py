@@ -19,8 +19,17 @@ TINY = {"T": 20, "suspects": 4, "red_herrings": 1, "n_val": 64, "n_test": 64}
 
 
 def _cfg(**kw):
-    base = dict(task="mystery", task_params=dict(TINY), hidden_size=16, embedding_size=8, batch_size=8,
-                max_steps=30, eval_every=10, log_every=5, lr=5e-3)
+    base = dict(
+        task="mystery",
+        task_params=dict(TINY),
+        hidden_size=16,
+        embedding_size=8,
+        batch_size=8,
+        max_steps=30,
+        eval_every=10,
+        log_every=5,
+        lr=5e-3,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -38,8 +47,16 @@ def _last_ckpt_model(run: Path) -> dict[str, torch.Tensor]:
 def test_run_folder_contents_and_load(tmp_path):
     res = train(_cfg(), tmp_path / "r", progress=False)
     run = tmp_path / "r"
-    for name in ("config.json", "model.safetensors", "vocab.json", "metrics.jsonl", "train_state.json",
-                 "result.json", "plots/loss.png", "plots/accuracy.png"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "metrics.jsonl",
+        "train_state.json",
+        "result.json",
+        "plots/loss.png",
+        "plots/accuracy.png",
+    ):
         assert (run / name).exists(), name
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["lstmkit_version"] == lstmkit.__version__ and cfg["task"]["name"] == "mystery"
@@ -124,8 +141,13 @@ def test_baseline_architectures_train(tmp_path, arch):
     ],
 )
 def test_every_head_trains_a_few_steps(tmp_path, task, params, target):
-    res = train(TrainConfig(task=task, task_params=params, hidden_size=8, embedding_size=4, batch_size=4,
-                            max_steps=4, eval_every=2), tmp_path / task, progress=False)
+    res = train(
+        TrainConfig(
+            task=task, task_params=params, hidden_size=8, embedding_size=4, batch_size=4, max_steps=4, eval_every=2
+        ),
+        tmp_path / task,
+        progress=False,
+    )
     assert load_run(tmp_path / task).model_config.target == target
     assert all(math.isfinite(v) for v in res.test.values())
 
@@ -133,8 +155,17 @@ def test_every_head_trains_a_few_steps(tmp_path, task, params, target):
 def test_text_lm_train_sample_and_tied_weights(tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("the quick brown fox jumps over the lazy dog. " * 200, encoding="utf-8")
-    cfg = TrainConfig(task="text", task_params={"text_file": str(text), "seq_len": 20}, hidden_size=16,
-                      embedding_size=16, tie_weights=True, batch_size=8, max_steps=20, eval_every=10, lr=1e-2)
+    cfg = TrainConfig(
+        task="text",
+        task_params={"text_file": str(text), "seq_len": 20},
+        hidden_size=16,
+        embedding_size=16,
+        tie_weights=True,
+        batch_size=8,
+        max_steps=20,
+        eval_every=10,
+        lr=1e-2,
+    )
     res = train(cfg, tmp_path / "lm", progress=False)
     assert "bits_per_char" in res.test
     assert res.test["bits_per_char"] == pytest.approx(res.test["nats_per_char"] / math.log(2))
@@ -151,8 +182,9 @@ def test_text_lm_train_sample_and_tied_weights(tmp_path):
 
 def test_head_reads_last_valid_step():
     """With lengths, a sequence classifier reads the output at lengths-1 (checked against slicing)."""
-    cfg = ModelConfig(input_type="tokens", input_size=5, output_size=3, target="class_last", hidden_size=6,
-                      embedding_size=4)
+    cfg = ModelConfig(
+        input_type="tokens", input_size=5, output_size=3, target="class_last", hidden_size=6, embedding_size=4
+    )
     m = build_model(cfg).eval()
     x = torch.randint(0, 5, (3, 9))
     lengths = torch.tensor([9, 4, 1])
@@ -164,16 +196,32 @@ def test_head_reads_last_valid_step():
 
 def test_model_config_errors():
     with pytest.raises(ValueError, match="LSTM variants need arch='lstm'"):
-        ModelConfig(input_type="tokens", input_size=5, output_size=3, target="class_last", arch="gru",
-                    variants={"peephole": True})
+        ModelConfig(
+            input_type="tokens",
+            input_size=5,
+            output_size=3,
+            target="class_last",
+            arch="gru",
+            variants={"peephole": True},
+        )
     with pytest.raises(ValueError, match="tie_weights needs hidden_size"):
-        ModelConfig(input_type="tokens", input_size=5, output_size=5, target="class_steps", hidden_size=8,
-                    embedding_size=4, tie_weights=True)
+        ModelConfig(
+            input_type="tokens",
+            input_size=5,
+            output_size=5,
+            target="class_steps",
+            hidden_size=8,
+            embedding_size=4,
+            tie_weights=True,
+        )
 
 
 def test_variants_train_through_the_loop(tmp_path):
-    res = train(_cfg(max_steps=10, variants={"layer_norm": True, "peephole": True, "zoneout": 0.1}),
-                tmp_path / "v", progress=False)
+    res = train(
+        _cfg(max_steps=10, variants={"layer_norm": True, "peephole": True, "zoneout": 0.1}),
+        tmp_path / "v",
+        progress=False,
+    )
     run = load_run(tmp_path / "v")
     assert run.model.rnn.layer_norm and run.model.rnn.peephole  # type: ignore[union-attr]
     assert 0 <= res.test["accuracy"] <= 1

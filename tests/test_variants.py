@@ -49,7 +49,16 @@ def test_variant_matches_oracle(variant, layers, bidir, proj, packed):
     lengths = [T, 3] if packed else None
     opts = {k: variant.get(k, False) for k in ("peephole", "layer_norm", "coupled")}
     o_out, o_h, o_c, o_tr = oracle_lstm(
-        x, _params(m), H=H, num_layers=layers, bidirectional=bidir, proj_size=proj, lengths=lengths, h0=h0, c0=c0, **opts
+        x,
+        _params(m),
+        H=H,
+        num_layers=layers,
+        bidirectional=bidir,
+        proj_size=proj,
+        lengths=lengths,
+        h0=h0,
+        c0=c0,
+        **opts,
     )
     if packed:
         pk = pack_padded_sequence(x, torch.tensor(lengths), enforce_sorted=False)
@@ -67,7 +76,9 @@ def test_variant_matches_oracle(variant, layers, bidir, proj, packed):
     # gradients of everything against the oracle's autograd
     w = torch.randn_like(o_out)
     g_mine = torch.autograd.grad((out * w).sum() + h.sum() + c.sum(), [x, h0, c0, *m.parameters()], allow_unused=True)
-    g_or = torch.autograd.grad((o_out * w).sum() + o_h.sum() + o_c.sum(), [x, h0, c0, *m.parameters()], allow_unused=True)
+    g_or = torch.autograd.grad(
+        (o_out * w).sum() + o_h.sum() + o_c.sum(), [x, h0, c0, *m.parameters()], allow_unused=True
+    )
     for n, a, b in zip(["x", "h0", "c0", *(n for n, _ in m.named_parameters())], g_mine, g_or):
         a = torch.zeros(1, dtype=dtype) if a is None else a
         b = torch.zeros(1, dtype=dtype) if b is None else b

@@ -105,7 +105,9 @@ def bench_sequences(quick: bool = False, paths: tuple[str, ...] = ("auto", "fuse
                 return mt(x, return_gates=True)
 
         tt = _median_time(traced, reps)
-        rows.append(Row(f"{name} infer traced", f"lstmkit auto, gates ({mt.backend})", tt * 1e3, base_f / tt, ceil_fwd / tt))
+        rows.append(
+            Row(f"{name} infer traced", f"lstmkit auto, gates ({mt.backend})", tt * 1e3, base_f / tt, ceil_fwd / tt)
+        )
         for path in paths:
             m = LSTM.from_torch(ref, backend=path)  # type: ignore[arg-type]
             try:
@@ -158,8 +160,13 @@ def bench_stream(quick: bool = False) -> list[Row]:
         rows.append(Row(f"{name} step", "torch.nn.LSTM stepped", t_lstm * 1e6, 1.0, 0.0))
         rows.append(Row(f"{name} step", "torch.nn.LSTMCell stepped", t_cell * 1e6, t_lstm / t_cell, 0.0))
         rows.append(
-            Row(f"{name} step", f"lstmkit stream ({getattr(stream, 'backend', 'fused')})", t_stream * 1e6,
-                t_lstm / t_stream, t_cell / t_stream)
+            Row(
+                f"{name} step",
+                f"lstmkit stream ({getattr(stream, 'backend', 'fused')})",
+                t_stream * 1e6,
+                t_lstm / t_stream,
+                t_cell / t_stream,
+            )
         )
     return rows
 

@@ -13,16 +13,47 @@ from typing import Any
 
 # task parameters: CLI flag dest -> the task's parameter name
 TASK_FLAGS = {
-    "length": "T", "form": "form", "variant": "variant", "suspects": "suspects",
-    "red_herrings": "red_herrings", "filler_words": "filler_words", "n_val": "n_val", "n_test": "n_test",
-    "n_train": "n_train", "text_file": "text_file", "seq_len": "seq_len", "csv": "csv",
-    "target_column": "target", "features": "features", "window": "window", "horizon": "horizon",
-    "season": "season", "delimiter": "delimiter",
+    "length": "T",
+    "form": "form",
+    "variant": "variant",
+    "suspects": "suspects",
+    "red_herrings": "red_herrings",
+    "filler_words": "filler_words",
+    "n_val": "n_val",
+    "n_test": "n_test",
+    "n_train": "n_train",
+    "text_file": "text_file",
+    "seq_len": "seq_len",
+    "csv": "csv",
+    "target_column": "target",
+    "features": "features",
+    "window": "window",
+    "horizon": "horizon",
+    "season": "season",
+    "delimiter": "delimiter",
 }
 VARIANT_FLAGS = ("forget_bias", "peephole", "layer_norm", "coupled", "zoneout", "weight_drop")
-TRAIN_FLAGS = ("seed", "arch", "hidden_size", "num_layers", "embedding_size", "dropout", "tie_weights",
-               "proj_size", "batch_size", "lr", "weight_decay", "clip", "schedule", "warmup", "max_steps",
-               "max_time", "eval_every", "patience", "log_every")
+TRAIN_FLAGS = (
+    "seed",
+    "arch",
+    "hidden_size",
+    "num_layers",
+    "embedding_size",
+    "dropout",
+    "tie_weights",
+    "proj_size",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "clip",
+    "schedule",
+    "warmup",
+    "max_steps",
+    "max_time",
+    "eval_every",
+    "patience",
+    "log_every",
+)
 
 
 class UsageError(ValueError):
@@ -90,8 +121,10 @@ def _result_text(res: Any) -> str:
     def fmt(d: dict[str, float]) -> str:
         return ", ".join(f"{k} {v:.4g}" for k, v in d.items())
 
-    return (f"run folder: {res.run_dir}\nsteps: {res.steps} (best at {res.best_step}; stopped: {res.stopped_because}; "
-            f"{res.elapsed:.0f} s)\nvalidation: {fmt(res.val)}\ntest: {fmt(res.test)}\nbaseline: {fmt(res.baseline)}")
+    return (
+        f"run folder: {res.run_dir}\nsteps: {res.steps} (best at {res.best_step}; stopped: {res.stopped_because}; "
+        f"{res.elapsed:.0f} s)\nvalidation: {fmt(res.val)}\ntest: {fmt(res.test)}\nbaseline: {fmt(res.baseline)}"
+    )
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -115,11 +148,14 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def _cmd_explore(args: argparse.Namespace) -> int:
     from .explore import explore_run
 
-    info = explore_run(args.run, input_text=args.input, input_file=args.input_file, sample=args.sample,
-                       out=args.out, png=args.png)
+    info = explore_run(
+        args.run, input_text=args.input, input_file=args.input_file, sample=args.sample, out=args.out, png=args.png
+    )
     print(f"explorer page: {info['page']}")
     if info["unknown"]:
-        print(f"{info['unknown']} input items are outside the model's vocabulary: fed as a stand-in, marked ⚠ on the page")
+        print(
+            f"{info['unknown']} input items are outside the model's vocabulary: fed as a stand-in, marked ⚠ on the page"
+        )
     for p in info["pngs"]:
         print(f"figure: {p}")
     if info["summary"]:
@@ -227,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_cmd_sample)
 
-    x = sub.add_parser("explore", help="build the gate explorer page of a run (what each unit notes, holds, forgets, recalls)")
+    x = sub.add_parser(
+        "explore", help="build the gate explorer page of a run (what each unit notes, holds, forgets, recalls)"
+    )
     x.add_argument("run", metavar="RUN")
     src = x.add_mutually_exclusive_group()
     src.add_argument("--input", help="text to run the model on (characters or words of its vocabulary)")

@@ -11,18 +11,28 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .train import TrainConfig, TrainResult, train
 
 MYSTERY = {"T": 100, "suspects": 4, "red_herrings": 2}
 
 
-def _cfg(arch: str, budget: float) -> TrainConfig:
+def _cfg(arch: Literal["lstm", "gru", "rnn"], budget: float) -> TrainConfig:
     return TrainConfig(
-        task="mystery", task_params=dict(MYSTERY), seed=0, arch=arch, hidden_size=64, batch_size=32,
-        lr=3e-3, max_steps=100_000, max_time=budget, eval_every=100, patience=0,
-        target=0.999 if arch == "lstm" else None, log_every=50,
+        task="mystery",
+        task_params=dict(MYSTERY),
+        seed=0,
+        arch=arch,
+        hidden_size=64,
+        batch_size=32,
+        lr=3e-3,
+        max_steps=100_000,
+        max_time=budget,
+        eval_every=100,
+        patience=0,
+        target=0.999 if arch == "lstm" else None,
+        log_every=50,
     )
 
 
@@ -51,11 +61,9 @@ def run_demo(out: str | Path = "runs/demo", budget: float = 60.0, progress: bool
         say(f"{label:<28} {r.test['accuracy']:>9.2%} {r.steps:>7} {r.elapsed:>8.0f}")
     say(f"{'chance (guess a clued suspect)':<28} {chance:>9.2%}")
     summary: dict[str, Any] = {"results": results}
-    try:
-        from .explore import explore_run
-    except ImportError:
-        explore_run = None
-    if explore_run is not None:
+    from .explore import explore_run
+
+    if True:
         report = explore_run(out / "lstm", progress=False)
         summary["explore"] = report
         page = report.get("page") if isinstance(report, dict) else None

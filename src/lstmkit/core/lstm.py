@@ -293,9 +293,17 @@ class LSTM(nn.Module):
         p = next(module.parameters())
         variants.setdefault("forget_bias", None)
         new = cls(
-            module.input_size, module.hidden_size, module.num_layers, module.bias, module.batch_first,
-            float(module.dropout), module.bidirectional, module.proj_size,
-            device=p.device, dtype=p.dtype, **variants,
+            module.input_size,
+            module.hidden_size,
+            module.num_layers,
+            module.bias,
+            module.batch_first,
+            float(module.dropout),
+            module.bidirectional,
+            module.proj_size,
+            device=p.device,
+            dtype=p.dtype,
+            **variants,
         )
         missing, _ = new.load_state_dict(module.state_dict(), strict=False)
         if any(not _is_variant_param(m) for m in missing):
@@ -307,13 +315,20 @@ class LSTM(nn.Module):
         """A torch.nn.LSTM with the same configuration and a copy of the weights (plain cell only)."""
         if self._v.any_variant:
             raise ValueError(
-                f"LSTM.to_torch: torch.nn.LSTM cannot express {', '.join(self._v.names())}; "
-                "only a plain LSTM converts"
+                f"LSTM.to_torch: torch.nn.LSTM cannot express {', '.join(self._v.names())}; only a plain LSTM converts"
             )
         p = next(self.parameters())
         m = nn.LSTM(
-            self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first,
-            self.dropout, self.bidirectional, self.proj_size, device=p.device, dtype=p.dtype,
+            self.input_size,
+            self.hidden_size,
+            self.num_layers,
+            self.bias,
+            self.batch_first,
+            self.dropout,
+            self.bidirectional,
+            self.proj_size,
+            device=p.device,
+            dtype=p.dtype,
         )
         m.load_state_dict(self.state_dict())
         m.train(self.training)
@@ -355,9 +370,15 @@ class LSTM(nn.Module):
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         return bool(
             kernels.supports(
-                dtype=x.dtype, device=x.device, peephole=self.peephole, layer_norm=self.layer_norm,
-                coupled=self.coupled, zoneout=self._v.has_zoneout, proj=self.proj_size > 0,
-                lengths=packed, requires_grad=needs_grad,
+                dtype=x.dtype,
+                device=x.device,
+                peephole=self.peephole,
+                layer_norm=self.layer_norm,
+                coupled=self.coupled,
+                zoneout=self._v.has_zoneout,
+                proj=self.proj_size > 0,
+                lengths=packed,
+                requires_grad=needs_grad,
             )
             and kernels.available()
         )
@@ -439,8 +460,17 @@ class LSTM(nn.Module):
         return p.dtype, p.device
 
     def _initial_state(
-        self, hx: Any, owner: str, LD: int, batch: int, real_h: int, H: int, unbatched: bool,
-        dtype: torch.dtype, device: torch.device, input: Any,
+        self,
+        hx: Any,
+        owner: str,
+        LD: int,
+        batch: int,
+        real_h: int,
+        H: int,
+        unbatched: bool,
+        dtype: torch.dtype,
+        device: torch.device,
+        input: Any,
     ) -> tuple[Tensor, Tensor]:
         if hx is None:
             z = torch.zeros(LD, batch, real_h, dtype=dtype, device=device)
@@ -465,8 +495,15 @@ class LSTM(nn.Module):
                 h0 = h0.index_select(1, input.sorted_indices)
                 c0 = c0.index_select(1, input.sorted_indices)
             res = torch._VF.lstm(  # type: ignore[attr-defined]
-                input.data, input.batch_sizes, (h0, c0), weights, self.bias, self.num_layers,
-                self.dropout, self.training, self.bidirectional,
+                input.data,
+                input.batch_sizes,
+                (h0, c0),
+                weights,
+                self.bias,
+                self.num_layers,
+                self.dropout,
+                self.training,
+                self.bidirectional,
             )
             out, h_n, c_n = res[0], res[1], res[2]
             if input.unsorted_indices is not None:
@@ -475,8 +512,15 @@ class LSTM(nn.Module):
             return PackedSequence(out, input.batch_sizes, input.sorted_indices, input.unsorted_indices), (h_n, c_n)
         x = input.unsqueeze(1) if unbatched else input
         res = torch._VF.lstm(  # type: ignore[attr-defined]
-            x, (h0, c0), weights, self.bias, self.num_layers, self.dropout, self.training,
-            self.bidirectional, self.batch_first and not unbatched,
+            x,
+            (h0, c0),
+            weights,
+            self.bias,
+            self.num_layers,
+            self.dropout,
+            self.training,
+            self.bidirectional,
+            self.batch_first and not unbatched,
         )
         out, h_n, c_n = res[0], res[1], res[2]
         if unbatched:
@@ -484,7 +528,13 @@ class LSTM(nn.Module):
         return out, (h_n, c_n)
 
     def _forward_stack(
-        self, x: Tensor, h0: Tensor, c0: Tensor, lengths: Tensor | None, traced: bool, path: str,
+        self,
+        x: Tensor,
+        h0: Tensor,
+        c0: Tensor,
+        lengths: Tensor | None,
+        traced: bool,
+        path: str,
     ) -> tuple[Tensor, Tensor, Tensor, Trace | None]:
         T, B = x.shape[0], x.shape[1]
         D = self.num_directions
@@ -502,7 +552,15 @@ class LSTM(nn.Module):
                 xin = layer_in if d == 0 else Fn.time_reverse(layer_in, rev)
                 zc, zh = self._zoneout_masks(T, B, x)
                 y, h_t, c_t, gates_c = run(
-                    xin, h0[k], c0[k], w, self._v.opts, zoneout_c=zc, zoneout_h=zh, lengths=lengths, trace=traced,
+                    xin,
+                    h0[k],
+                    c0[k],
+                    w,
+                    self._v.opts,
+                    zoneout_c=zc,
+                    zoneout_h=zh,
+                    lengths=lengths,
+                    trace=traced,
                 )
                 if d == 1:
                     y = Fn.time_reverse(y, rev)
@@ -637,9 +695,7 @@ class LSTMCell(nn.Module):
         m.load_state_dict(self.state_dict())
         return m
 
-    def forward(
-        self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None, return_gates: bool = False
-    ) -> Any:
+    def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None, return_gates: bool = False) -> Any:
         owner = type(self).__name__
         p = self.weight_ih
         if not isinstance(input, Tensor):
@@ -736,9 +792,7 @@ def init_variants(module: nn.Module, hidden_size: int, suffixes: list[str], v: _
                         t[H : 2 * H].zero_()
 
 
-def layer_weights(
-    module: nn.Module, sfx: str, bias: bool, proj: bool, v: _Variants, training: bool
-) -> LayerWeights:
+def layer_weights(module: nn.Module, sfx: str, bias: bool, proj: bool, v: _Variants, training: bool) -> LayerWeights:
     """The weights of one layer and direction as the functional step wants them (weight drop applied)."""
     w_hh: Tensor = getattr(module, f"weight_hh{sfx}")
     if training and v.weight_drop > 0:
@@ -746,7 +800,9 @@ def layer_weights(
     ln = None
     if v.opts.layer_norm:
         ln = tuple(
-            getattr(module, f"layer_norm_{part}_{kind}{sfx}") for part in ("ih", "hh", "c") for kind in ("weight", "bias")
+            getattr(module, f"layer_norm_{part}_{kind}{sfx}")
+            for part in ("ih", "hh", "c")
+            for kind in ("weight", "bias")
         )
     return LayerWeights(
         w_ih=getattr(module, f"weight_ih{sfx}"),
@@ -784,24 +840,44 @@ def _kernel_reason() -> str | None:
 
 
 def _fused_runner(
-    x: Tensor, h0: Tensor, c0: Tensor, w: LayerWeights, opts: CellOptions, *,
-    zoneout_c: Tensor | None, zoneout_h: Tensor | None, lengths: Tensor | None, trace: bool,
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    w: LayerWeights,
+    opts: CellOptions,
+    *,
+    zoneout_c: Tensor | None,
+    zoneout_h: Tensor | None,
+    lengths: Tensor | None,
+    trace: bool,
 ) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor] | None]:
     from .. import kernels
 
     y, h_t, c_t, tr = kernels.fused_layer(
-        x.contiguous(), h0.contiguous(), c0.contiguous(), w.w_ih, w.w_hh, w.b_ih, w.b_hh,
-        w_hr=w.w_hr, peephole=w.peephole, ln=w.ln, coupled=opts.coupled,
+        x.contiguous(),
+        h0.contiguous(),
+        c0.contiguous(),
+        w.w_ih,
+        w.w_hh,
+        w.b_ih,
+        w.b_hh,
+        w_hr=w.w_hr,
+        peephole=w.peephole,
+        ln=w.ln,
+        coupled=opts.coupled,
         zoneout_c=None if zoneout_c is None else zoneout_c.contiguous(),
         zoneout_h=None if zoneout_h is None else zoneout_h.contiguous(),
-        lengths=lengths, trace=trace,
+        lengths=lengths,
+        trace=trace,
     )
     return y, h_t, c_t, tr
 
 
 def _check_features(owner: str, x: Tensor, size: int) -> None:
     if x.shape[-1] != size:
-        raise ValueError(f"{owner}: expected input with {size} features (input_size) in the last dimension, got {x.shape[-1]}")
+        raise ValueError(
+            f"{owner}: expected input with {size} features (input_size) in the last dimension, got {x.shape[-1]}"
+        )
 
 
 def _check_dtype_device(owner: str, name: str, t: Tensor, dtype: torch.dtype, device: torch.device) -> None:

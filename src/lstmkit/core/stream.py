@@ -104,10 +104,20 @@ def _fused_stream(lstm: LSTM, batch_size: int) -> Any:
         return None
     if not hasattr(kernels, "FusedStream") or lstm._v.any_variant:
         return None
-    if not kernels.supports(
-        dtype=p.dtype, device=p.device, peephole=False, layer_norm=False, coupled=False, zoneout=False,
-        proj=lstm.proj_size > 0, lengths=False, requires_grad=False,
-    ) or not kernels.available():
+    if (
+        not kernels.supports(
+            dtype=p.dtype,
+            device=p.device,
+            peephole=False,
+            layer_norm=False,
+            coupled=False,
+            zoneout=False,
+            proj=lstm.proj_size > 0,
+            lengths=False,
+            requires_grad=False,
+        )
+        or not kernels.available()
+    ):
         return None
     layers = []
     for k in range(lstm.num_layers):

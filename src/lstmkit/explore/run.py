@@ -50,8 +50,14 @@ def _tokenise(run: Any, text: str) -> tuple[list[int], list[str], int]:
 
 @torch.no_grad()
 def explore_run(
-    run_dir: str | Path, *, input_text: str | None = None, input_file: str | Path | None = None,
-    sample: int | None = None, out: str | Path | None = None, png: bool = False, progress: bool = True,
+    run_dir: str | Path,
+    *,
+    input_text: str | None = None,
+    input_file: str | Path | None = None,
+    sample: int | None = None,
+    out: str | Path | None = None,
+    png: bool = False,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Build ``explore/index.html`` (or ``out/index.html``) for a run; returns
     ``{"page": Path, "pngs": [...], "summary": str | None, "report": MysteryReport | None,
@@ -104,13 +110,19 @@ def explore_run(
         if run.model_config.target == "class_last":
             probs = torch.softmax(out_all[0], -1)
             top = torch.topk(probs, min(5, probs.numel()))
-            label = (lambda i: names[i] if names else str(i))
+
+            def label(i: int) -> str:
+                return names[i] if names else str(i)
+
             target = int(b.y[0]) if b.y.dim() == 1 else None
-            predictions = [{
-                "step": T - 1, "pred": label(int(probs.argmax())),
-                "target": label(target) if target is not None else "",
-                "probs": {label(int(i)): float(p) for p, i in zip(top.values, top.indices)},
-            }]
+            predictions = [
+                {
+                    "step": T - 1,
+                    "pred": label(int(probs.argmax())),
+                    "target": label(target) if target is not None else "",
+                    "probs": {label(int(i)): float(p) for p, i in zip(top.values, top.indices)},
+                }
+            ]
         if task_name == "mystery":
             report = _mystery(model, task)
     _, trace = model(x, return_gates=True)
@@ -120,21 +132,36 @@ def explore_run(
         top = torch.topk(probs, min(5, probs.shape[-1]), dim=-1)
         vocab = run.vocab
         if run.model_config.output_size == len(vocab):
-            next_probs = [{vocab[int(i)]: float(p) for p, i in zip(top.values[t], top.indices[t])} for t in range(x.shape[1])]
+            next_probs = [
+                {vocab[int(i)]: float(p) for p, i in zip(top.values[t], top.indices[t])} for t in range(x.shape[1])
+            ]
     tr = {k: getattr(trace, k).numpy() for k in ("i", "f", "g", "o", "c", "h")}
     page_trace = trace_for_sequence(tr, 0)
     D = 2 if model.rnn.bidirectional else 1  # type: ignore[union-attr]
     labels = [f"layer {li}" + (" reverse" if d else "") for li in range(model.cfg.num_layers) for d in range(D)]
     out_dir = Path(out) if out is not None else run.path / "explore"
-    page = write_page(out_dir, page_trace, tokens, title=f"lstmkit explorer — {run.path.name} ({task_name})",
-                      layer_labels=labels, predictions=predictions, next_probs=next_probs, report=report)
+    page = write_page(
+        out_dir,
+        page_trace,
+        tokens,
+        title=f"lstmkit explorer — {run.path.name} ({task_name})",
+        layer_labels=labels,
+        predictions=predictions,
+        next_probs=next_probs,
+        report=report,
+    )
     pngs: list[Path] = []
     if png:
         from .pngs import write_pngs
 
         pngs = write_pngs(out_dir / "png", page_trace, tokens, layer_labels=labels)
-    return {"page": page, "pngs": pngs, "summary": report.summary() if report is not None else None,
-            "report": report, "unknown": unknown}
+    return {
+        "page": page,
+        "pngs": pngs,
+        "summary": report.summary() if report is not None else None,
+        "report": report,
+        "unknown": unknown,
+    }
 
 
 def _rows(batches: list[Any], k: int) -> Any:

@@ -195,7 +195,7 @@ def fused_layer(
     Shapes (R = P with a projection, else H):
         x (T, B, I); h0 (B, R); c0 (B, H); w_ih (4H, I); w_hh (4H, R); b_ih, b_hh (4H,) or None;
         w_hr (P, H) or None; peephole (3, H) rows p_i, p_f, p_o, or None;
-        ln = (g_ih (4H), b_ih (4H), g_hh (4H), b_hh (4H), g_c (H), b_c (H)) layer-norm gains / shifts, or None;
+        ln = (g_ih, b_ih, g_hh, b_hh (4H each), g_c, b_c (H each)) layer-norm gains / shifts, or None;
         zoneout_c (T, B, H) / zoneout_h (T, B, R) keep-masks or None; lengths (B,) int64 CPU or None.
     Returns (y (T, B, R), h_T (B, R), c_T (B, H), trace) where trace is None, or with trace=True
     (gates (T, B, 4H) holding the activations i, f, g, o (f = 1 - i when coupled), c (T, B, H) the
@@ -205,7 +205,9 @@ def fused_layer(
     ``num_threads`` defaults to torch.get_num_threads().
     """
     if ln is not None and len(ln) != 6:
-        raise ValueError(f"fused_layer: ln must hold 6 tensors (g_ih, b_ih, g_hh, b_hh, g_c, b_c), got {len(ln)}")
+        raise ValueError(
+            f"fused_layer: ln must hold 6 tensors (g_ih, b_ih, g_hh, b_hh, g_c, b_c), not {len(ln)}"
+        )
     if zoneout_c is not None:
         zoneout_c = zoneout_c.to(x.dtype)
     if zoneout_h is not None:
@@ -275,8 +277,6 @@ class FusedStream:
 
     def step(self, x_t: torch.Tensor) -> torch.Tensor:
         """One step: x_t (B, I) or (I,) -> h_t of the last layer (B, R) or (R,)."""
-        if x_t.dim() == 1:
-            return self._impl.step(x_t.view(1, -1)).view(-1)  # type: ignore[no-any-return]
         return self._impl.step(x_t)  # type: ignore[no-any-return]
 
     def reset(self) -> None:

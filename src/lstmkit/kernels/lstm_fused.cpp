@@ -73,16 +73,28 @@ int choose_threads(int64_t requested, int64_t B, int64_t R, int64_t H) {
   return std::max(1, nt);
 }
 
+// Runs fn(team, p) on nt threads (one OpenMP region for the whole sequence), or on the calling
+// thread alone when nt == 1 or when a recent call found the cores oversubscribed (see Team).
 template <typename F>
 void parallel_region(int nt, const F& fn) {
 #ifdef _OPENMP
-  if (nt > 1) {
+  if (nt > 1 && now_ns() >= single_thread_until_ns().load(std::memory_order_relaxed)) {
+    Team team(nt);
 #pragma omp parallel num_threads(nt)
-    { fn(omp_get_thread_num(), omp_get_num_threads()); }
+    {
+      const int p = omp_get_thread_num();
+      if (omp_get_num_threads() == team.size()) {
+        fn(team, p);
+      } else if (p == 0) {  // fewer threads than asked (nested region): run alone
+        Team solo(1);
+        fn(solo, 0);
+      }
+    }
     return;
   }
 #endif
-  fn(0, 1);
+  Team solo(1);
+  fn(solo, 0);
 }
 
 void check_tensor(const Tensor& t, const char* name, at::ScalarType st, int64_t dim) {
@@ -226,7 +238,7 @@ std::vector<Tensor> fused_forward(const Tensor& x, const Tensor& h0, const Tenso
       k.stat_c = stat_c.data_ptr<T_>();
       k.rowbuf = rowbuf.data_ptr<T_>();
     }
-    if (T > 0) parallel_region(nt, [&](int p, int np) { k.run(p, np); });
+    if (T > 0) parallel_region(nt, [&](Team& team, int p) { k.run(team, p); });
   });
   Tensor hT, cT = call[T].clone();
   if (with_len)
@@ -347,7 +359,7 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
         k.acc_thr = acc_thr.data_ptr<T_>();
         k.rowbuf = rowbuf.data_ptr<T_>();
       }
-      parallel_region(nt, [&](int p, int np) { k.run(p, np); });
+      parallel_region(nt, [&](Team& team, int p) { k.run(team, p); });
     });
   }
   Tensor none = at::empty({0}, opts);
@@ -485,10 +497,12 @@ class FusedStreamCpp {
     const Lyr& l0 = layers_.front();
     TORCH_CHECK(x.scalar_type() == st_ && x.device().is_cpu(), "lstmkit FusedStream.step: x must be a CPU ",
                 st_, " tensor");
-    TORCH_CHECK(x.dim() == 2 && x.size(0) == B_ && x.size(1) == l0.I, "lstmkit FusedStream.step: x must be (",
-                B_, ", ", l0.I, "), got ", x.sizes());
-    Tensor xc = x.contiguous();
-    Tensor out = at::empty({B_, layers_.back().R}, xc.options());
+    const bool flat = x.dim() == 1;  // (I,) with batch_size 1 -> (R,)
+    TORCH_CHECK((x.dim() == 2 && x.size(0) == B_ && x.size(1) == l0.I) || (flat && B_ == 1 && x.size(0) == l0.I),
+                "lstmkit FusedStream.step: x must be (", B_, ", ", l0.I, ")", B_ == 1 ? " or (I,)" : "", ", got ",
+                x.sizes());
+    const Tensor& xc = x.is_contiguous() ? x : x.contiguous();
+    Tensor out = flat ? at::empty({layers_.back().R}, xc.options()) : at::empty({B_, layers_.back().R}, xc.options());
     AT_DISPATCH_FLOATING_TYPES(st_, "lstmkit_stream_step", [&] {
       run<scalar_t>(xc.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
     });
@@ -534,7 +548,8 @@ class FusedStreamCpp {
     const Lyr& l0 = layers_[0];
     T* xh0 = l0.xh.data_ptr<T>();
     for (int64_t b = 0; b < B; ++b) copy_n(x + b * l0.I, xh0 + b * l0.K, l0.I);
-    parallel_region(nt_, [&](int p, int np) {
+    parallel_region(nt_, [&](Team& team, int p) {
+      int np = team.active();
       for (size_t li = 0; li < layers_.size(); ++li) {
         const Lyr& l = layers_[li];
         T* xh = l.xh.data_ptr<T>();
@@ -559,8 +574,9 @@ class FusedStreamCpp {
             });
           }
         }
-        thread_barrier();  // everyone has read h_{t-1} before it is overwritten
+        if ((np = team.sync(p)) <= p) return;  // everyone has read h_{t-1} before it is overwritten
         // pass 2: pointwise, h written in place into xh[:, I:] (or hc with a projection)
+        split_range(l.NU, p, np, u0, u1);
         for (int64_t u = u0; u < u1; ++u) {
           const int64_t hu = u * L;
           const int n = (int)std::min<int64_t>(L, l.H - hu);
@@ -582,7 +598,7 @@ class FusedStreamCpp {
           }
         }
         if (l.P > 0) {
-          thread_barrier();
+          if ((np = team.sync(p)) <= p) return;
           const T* hcp = l.hc.data_ptr<T>();
           const T* wr = l.wr.data_ptr<T>();
           int64_t q0, q1;
@@ -599,14 +615,14 @@ class FusedStreamCpp {
             }
           }
         }
-        thread_barrier();  // h_t of this layer complete
+        if ((np = team.sync(p)) <= p) return;  // h_t of this layer complete
         // feed the next layer (or the output)
         if (p == 0) {
           T* dst = li + 1 < layers_.size() ? layers_[li + 1].xh.data_ptr<T>() : out;
           const int64_t dstride = li + 1 < layers_.size() ? layers_[li + 1].K : l.R;
           for (int64_t b = 0; b < B; ++b) copy_n(xh + b * l.K + l.I, dst + b * dstride, l.R);
         }
-        thread_barrier();
+        if ((np = team.sync(p)) <= p) return;
       }
     });
   }

@@ -63,7 +63,9 @@ class ModelConfig:
             raise ValueError(f"ModelConfig: LSTM variants need arch='lstm', got arch={self.arch!r}")
         if self.tie_weights:
             if self.target != "class_steps" or self.input_type != "tokens" or self.output_size != self.input_size:
-                raise ValueError("ModelConfig: tie_weights needs a per-step classifier over the input vocabulary (an LM)")
+                raise ValueError(
+                    "ModelConfig: tie_weights needs a per-step classifier over the input vocabulary (an LM)"
+                )
             if (self.proj_size or self.hidden_size) != self.embedding_size:
                 raise ValueError(
                     f"ModelConfig: tie_weights needs hidden_size (or proj_size) == embedding_size, got "
@@ -98,15 +100,22 @@ class SequenceModel(nn.Module):
         if cfg.arch == "lstm":
             variants = {k: v for k, v in cfg.variants.items() if v is not None}
             self.rnn: nn.Module = LSTM(
-                core_in, H, cfg.num_layers, batch_first=True, dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
-                proj_size=cfg.proj_size, **variants,
+                core_in,
+                H,
+                cfg.num_layers,
+                batch_first=True,
+                dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+                proj_size=cfg.proj_size,
+                **variants,
             )
         elif cfg.arch == "gru":
-            self.rnn = nn.GRU(core_in, H, cfg.num_layers, batch_first=True,
-                              dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+            self.rnn = nn.GRU(
+                core_in, H, cfg.num_layers, batch_first=True, dropout=cfg.dropout if cfg.num_layers > 1 else 0.0
+            )
         else:
-            self.rnn = nn.RNN(core_in, H, cfg.num_layers, batch_first=True,
-                              dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+            self.rnn = nn.RNN(
+                core_in, H, cfg.num_layers, batch_first=True, dropout=cfg.dropout if cfg.num_layers > 1 else 0.0
+            )
         out_dim = cfg.proj_size or H
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(out_dim, cfg.output_size)
@@ -126,7 +135,11 @@ class SequenceModel(nn.Module):
         return x
 
     def forward(
-        self, x: Tensor, lengths: Tensor | None = None, state: Any = None, return_gates: bool = False,
+        self,
+        x: Tensor,
+        lengths: Tensor | None = None,
+        state: Any = None,
+        return_gates: bool = False,
         return_state: bool = False,
     ) -> Any:
         """x (B, T) ids or (B, T, I) floats -> logits/predictions; see the module docstring."""

@@ -94,7 +94,9 @@ def save_tensors(path: Path | str, tensors: dict[str, torch.Tensor], metadata: d
     return hashlib.sha256(data).hexdigest()
 
 
-def load_tensors(path: Path | str, what: str, sha256: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def load_tensors(
+    path: Path | str, what: str, sha256: str | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read a safetensors file (never executes code); check its SHA-256 when given."""
     path = Path(path)
     try:
@@ -113,7 +115,9 @@ def load_tensors(path: Path | str, what: str, sha256: str | None = None) -> tupl
             header = json.loads(data[8 : 8 + n].decode("utf-8"))
             meta = dict(header.get("__metadata__", {}) or {})
     except (SafetensorError, ValueError, UnicodeDecodeError, json.JSONDecodeError, OverflowError) as e:
-        raise RunError(f"{path}: {what} is not a valid safetensors file ({str(e).splitlines()[0]}); it is truncated or damaged") from None
+        raise RunError(
+            f"{path}: {what} is not a valid safetensors file ({str(e).splitlines()[0]}); it is truncated or damaged"
+        ) from None
     return tensors, meta
 
 

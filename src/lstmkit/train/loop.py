@@ -87,8 +87,16 @@ class TrainConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"train config: {name} must be a positive int, got {v!r}")
 
-        for n in ("hidden_size", "num_layers", "embedding_size", "batch_size", "max_steps", "eval_every",
-                  "eval_batch_size", "log_every"):
+        for n in (
+            "hidden_size",
+            "num_layers",
+            "embedding_size",
+            "batch_size",
+            "max_steps",
+            "eval_every",
+            "eval_batch_size",
+            "log_every",
+        ):
             positive(n)
         for n in ("lr", "clip"):
             v = getattr(self, n)
@@ -140,10 +148,18 @@ class TrainResult:
 
 def model_config_for(cfg: TrainConfig, task: Task) -> ModelConfig:
     return ModelConfig(
-        input_type=task.input_type, input_size=task.input_size, output_size=task.output_size,
-        target=task.target, arch=cfg.arch, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-        embedding_size=cfg.embedding_size, dropout=cfg.dropout, tie_weights=cfg.tie_weights,
-        proj_size=cfg.proj_size, variants=dict(cfg.variants),
+        input_type=task.input_type,
+        input_size=task.input_size,
+        output_size=task.output_size,
+        target=task.target,
+        arch=cfg.arch,
+        hidden_size=cfg.hidden_size,
+        num_layers=cfg.num_layers,
+        embedding_size=cfg.embedding_size,
+        dropout=cfg.dropout,
+        tie_weights=cfg.tie_weights,
+        proj_size=cfg.proj_size,
+        variants=dict(cfg.variants),
     )
 
 
@@ -210,13 +226,16 @@ def _flag_all(flag: bool, world: int) -> bool:
 
 
 def write_config(run_dir: Path, cfg: TrainConfig, task: Task, model_cfg: ModelConfig) -> None:
-    atomic_write_json(run_dir / "config.json", {
-        "format": CONFIG_FORMAT,
-        "lstmkit_version": __version__,
-        "task": {"name": task.name, "config": task.config()},
-        "model": model_cfg.to_dict(),
-        "train": cfg.to_dict(),
-    })
+    atomic_write_json(
+        run_dir / "config.json",
+        {
+            "format": CONFIG_FORMAT,
+            "lstmkit_version": __version__,
+            "task": {"name": task.name, "config": task.config()},
+            "model": model_cfg.to_dict(),
+            "train": cfg.to_dict(),
+        },
+    )
     if task.vocab is not None:
         atomic_write_json(run_dir / "vocab.json", {"tokens": list(task.vocab)})
     norm = getattr(task, "normaliser", None)
@@ -225,8 +244,11 @@ def write_config(run_dir: Path, cfg: TrainConfig, task: Task, model_cfg: ModelCo
 
 
 def save_weights(run_dir: Path, model: SequenceModel, step: int) -> None:
-    save_tensors(run_dir / "model.safetensors", dict(model.state_dict()),
-                 metadata={"step": str(step), "lstmkit_version": __version__})
+    save_tensors(
+        run_dir / "model.safetensors",
+        dict(model.state_dict()),
+        metadata={"step": str(step), "lstmkit_version": __version__},
+    )
 
 
 def _rng_to_json(rng: np.random.Generator) -> dict[str, Any]:
@@ -234,16 +256,28 @@ def _rng_to_json(rng: np.random.Generator) -> dict[str, Any]:
     return json.loads(json.dumps(st, default=int))
 
 
-def save_checkpoint(run_dir: Path, step: int, model: SequenceModel, opt: torch.optim.Optimizer,
-                    sched: torch.optim.lr_scheduler.LambdaLR, rng: np.random.Generator, extra: dict[str, Any]) -> None:
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: SequenceModel,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LambdaLR,
+    rng: np.random.Generator,
+    extra: dict[str, Any],
+) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     opt_t, opt_info = optimizer_to_tensors(opt)
     tensors.update(opt_t)
     tensors["rng.torch"] = torch.get_rng_state()
     name = f"train_state/ckpt-{step:09d}.safetensors"
     info = {
-        "version": STATE_VERSION, "step": step, "checkpoint": name,
-        "optimizer": opt_info, "scheduler": sched.state_dict(), "data_rng": _rng_to_json(rng), **extra,
+        "version": STATE_VERSION,
+        "step": step,
+        "checkpoint": name,
+        "optimizer": opt_info,
+        "scheduler": sched.state_dict(),
+        "data_rng": _rng_to_json(rng),
+        **extra,
     }
     info["scheduler"].pop("lr_lambdas", None)
     sha = save_tensors(run_dir / name, tensors)
@@ -259,7 +293,11 @@ def save_checkpoint(run_dir: Path, step: int, model: SequenceModel, opt: torch.o
 def load_checkpoint(run_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     info = read_json(run_dir / "train_state.json", "the training state")
     if not isinstance(info, dict) or info.get("version") != STATE_VERSION:
-        raise RunError(f"{run_dir / 'train_state.json'}: unknown training-state version {info.get('version') if isinstance(info, dict) else None!r} (this lstmkit reads {STATE_VERSION})")
+        version = info.get("version") if isinstance(info, dict) else None
+        raise RunError(
+            f"{run_dir / 'train_state.json'}: unknown training-state version {version!r} "
+            f"(this lstmkit reads {STATE_VERSION})"
+        )
     name = info.get("checkpoint")
     if not isinstance(name, str) or "/" not in name or ".." in name:
         raise RunError(f"{run_dir / 'train_state.json'}: field 'checkpoint' is not a checkpoint file name")
@@ -297,7 +335,11 @@ def _truncate_metrics(run_dir: Path, step: int) -> None:
 
 
 def train(
-    cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
     log: Any = None,
 ) -> TrainResult:
     """Train ``cfg`` into the run folder ``out`` (created), or continue it when ``resume``.
@@ -327,7 +369,6 @@ def train(
     best_step = 0
     bad_evals = 0
     elapsed = 0.0
-    history: dict[str, Any] = {}
 
     if resume:
         info, tensors = load_checkpoint(run_dir)
@@ -351,8 +392,15 @@ def train(
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model)
-    bar = Progress(f"{task.name}/{cfg.arch}", cfg.max_steps, cfg.max_time, start_step=step,
-                   enabled=progress and is_main, log_every=cfg.log_every, elapsed=elapsed)
+    bar = Progress(
+        f"{task.name}/{cfg.arch}",
+        cfg.max_steps,
+        cfg.max_time,
+        start_step=step,
+        enabled=progress and is_main,
+        log_every=cfg.log_every,
+        elapsed=elapsed,
+    )
     say = log if log is not None else bar.message
     higher = task.higher_is_better
     metric = task.main_metric
@@ -363,8 +411,12 @@ def train(
     last_loss = float("nan")
 
     def extra_state() -> dict[str, Any]:
-        return {"best": best, "best_step": best_step, "bad_evals": bad_evals,
-                "elapsed": elapsed + time.perf_counter() - t_start}
+        return {
+            "best": best,
+            "best_step": best_step,
+            "bad_evals": bad_evals,
+            "elapsed": elapsed + time.perf_counter() - t_start,
+        }
 
     if step >= cfg.max_steps:
         stopped = "already at max_steps"
@@ -390,8 +442,16 @@ def train(
         step += 1
         last_loss = float(loss.item())
         if step % cfg.log_every == 0:
-            pending.append({"step": step, "split": "train", "loss": last_loss, "grad_norm": float(gnorm),
-                            "lr": sched.get_last_lr()[0], "time": elapsed + time.perf_counter() - t_start})
+            pending.append(
+                {
+                    "step": step,
+                    "split": "train",
+                    "loss": last_loss,
+                    "grad_norm": float(gnorm),
+                    "lr": sched.get_last_lr()[0],
+                    "time": elapsed + time.perf_counter() - t_start,
+                }
+            )
         bar.update(step, loss=last_loss)
         out_of_time = cfg.max_time is not None and elapsed + time.perf_counter() - t_start >= cfg.max_time
         out_of_time = _flag_all(out_of_time, world)
@@ -434,11 +494,20 @@ def train(
     test = evaluate_model(model, task, "test", cfg.eval_batch_size)
     if is_main:
         _append_metrics(run_dir, [{"step": best_step, "split": "test", **test}])
-        atomic_write_json(run_dir / "result.json", {
-            "steps": step, "best_step": best_step, "val": val, "test": test, "baseline": task.baseline(),
-            "stopped_because": stopped, "train_seconds": total, "world_size": world,
-            "per_process_batch": cfg.batch_size // world,
-        })
+        atomic_write_json(
+            run_dir / "result.json",
+            {
+                "steps": step,
+                "best_step": best_step,
+                "val": val,
+                "test": test,
+                "baseline": task.baseline(),
+                "stopped_because": stopped,
+                "train_seconds": total,
+                "world_size": world,
+                "per_process_batch": cfg.batch_size // world,
+            },
+        )
         try:
             from .plots import plot_run
 
@@ -449,7 +518,11 @@ def train(
 
 
 def resume(
-    run: str | Path, *, max_steps: int | None = None, max_time: float | None = None, progress: bool = True,
+    run: str | Path,
+    *,
+    max_steps: int | None = None,
+    max_time: float | None = None,
+    progress: bool = True,
     log: Any = None,
 ) -> TrainResult:
     """Continue the run folder ``run`` from its last checkpoint (optionally with a new step or time

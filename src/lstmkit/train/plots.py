@@ -9,7 +9,7 @@ from .checkpoint import atomic_write_bytes
 
 
 def _records(run_dir: Path) -> list[dict]:
-    out = []
+    out: list[dict] = []
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return out

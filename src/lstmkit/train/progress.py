@@ -20,8 +20,16 @@ class Progress:
     whichever ends first."""
 
     def __init__(
-        self, label: str, total_steps: int | None, max_time: float | None = None, *, start_step: int = 0,
-        stream: TextIO | None = None, enabled: bool = True, log_every: int = 100, elapsed: float = 0.0,
+        self,
+        label: str,
+        total_steps: int | None,
+        max_time: float | None = None,
+        *,
+        start_step: int = 0,
+        stream: TextIO | None = None,
+        enabled: bool = True,
+        log_every: int = 100,
+        elapsed: float = 0.0,
     ) -> None:
         self.label = label
         self.total = total_steps
@@ -56,8 +64,10 @@ class Progress:
             n = int(20 * min(1.0, step / self.total))
             frac = "[" + "#" * n + "." * (20 - n) + "] "
         vals = " ".join(f"{k} {v:.4g}" for k, v in values.items())
-        return (f"{self.label} {frac}step {step}{total} {vals} | {rate:.1f} steps/s | "
-                f"elapsed {_fmt_time(self.elapsed0 + spent)} | ETA {_fmt_time(self.eta(step))}")
+        return (
+            f"{self.label} {frac}step {step}{total} {vals} | {rate:.1f} steps/s | "
+            f"elapsed {_fmt_time(self.elapsed0 + spent)} | ETA {_fmt_time(self.eta(step))}"
+        )
 
     def update(self, step: int, **values: float) -> None:
         if not self.enabled:

@@ -27,10 +27,14 @@ def load_weights_into(model: torch.nn.Module, path: Path) -> None:
     extra = sorted(set(tensors) - set(want))
     if missing or extra:
         what = f"missing {missing[0]!r}" if missing else f"unexpected {extra[0]!r}"
-        raise RunError(f"{path}: the weights do not fit the model in config.json ({what}); the file is from another run")
+        raise RunError(
+            f"{path}: the weights do not fit the model in config.json ({what}); the file is from another run"
+        )
     for k, v in tensors.items():
         if tuple(v.shape) != tuple(want[k].shape):
-            raise RunError(f"{path}: weight {k!r} has shape {tuple(v.shape)} but the model needs {tuple(want[k].shape)}")
+            raise RunError(
+                f"{path}: weight {k!r} has shape {tuple(v.shape)} but the model needs {tuple(want[k].shape)}"
+            )
         if not v.dtype.is_floating_point and want[k].dtype.is_floating_point:
             raise RunError(f"{path}: weight {k!r} has dtype {v.dtype}, expected floating point")
     model.load_state_dict({k: v.to(want[k].dtype) for k, v in tensors.items()})
@@ -62,8 +66,14 @@ class Run:
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
         return evaluate_model(self.model, self.task, split, batch_size)  # type: ignore[arg-type]
 
-    def sample(self, prompt: str = "", length: int = 200, temperature: float = 1.0, top_k: int | None = None,
-               seed: int | None = None) -> str:
+    def sample(
+        self,
+        prompt: str = "",
+        length: int = 200,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int | None = None,
+    ) -> str:
         from .sample import sample_text
 
         return sample_text(self, prompt, length, temperature, top_k, seed)
@@ -92,7 +102,11 @@ def load_run(run_dir: str | Path) -> Run:
     vocab = None
     if (path / "vocab.json").exists():
         v = read_json(path / "vocab.json", "the vocabulary")
-        if not isinstance(v, dict) or not isinstance(v.get("tokens"), list) or not all(isinstance(t, str) for t in v["tokens"]):
+        if (
+            not isinstance(v, dict)
+            or not isinstance(v.get("tokens"), list)
+            or not all(isinstance(t, str) for t in v["tokens"])
+        ):
             raise RunError(f"{path / 'vocab.json'}: field 'tokens' must be a list of strings")
         vocab = v["tokens"]
         if mcfg.input_type == "tokens" and len(vocab) != mcfg.input_size:

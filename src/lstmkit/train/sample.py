@@ -11,13 +11,27 @@ if TYPE_CHECKING:
 
 
 @torch.no_grad()
-def sample_text(run: Run, prompt: str = "", length: int = 200, temperature: float = 1.0,
-                top_k: int | None = None, seed: int | None = None) -> str:
+def sample_text(
+    run: Run,
+    prompt: str = "",
+    length: int = 200,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int | None = None,
+) -> str:
     """Continue ``prompt`` by ``length`` characters, sampling each from the model's next-character
     distribution at ``temperature`` (0 = greedy), restricted to the ``top_k`` most likely if given."""
     cfg = run.model_config
-    if cfg.target != "class_steps" or cfg.input_type != "tokens" or cfg.output_size != cfg.input_size or run.vocab is None:
-        raise ValueError(f"{run.path}: sampling needs a language-model run (lstmkit train text), this one is {run.config['task']['name']}")
+    if (
+        cfg.target != "class_steps"
+        or cfg.input_type != "tokens"
+        or cfg.output_size != cfg.input_size
+        or run.vocab is None
+    ):
+        raise ValueError(
+            f"{run.path}: sampling needs a language-model run (lstmkit train text), "
+            f"this one is {run.config['task']['name']}"
+        )
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
         raise ValueError(f"--length must be a positive int, got {length!r}")
     if not temperature >= 0:
