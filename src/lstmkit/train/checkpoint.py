@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,32 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_writes = 0
+
+
+def _fault_point(tmp: Path) -> None:
+    """Fault injection for the crash tests: with LSTMKIT_CRASH_AT_WRITE=N the process kills itself
+    (SIGKILL) on its N-th file write, after the temporary file is half written and before the rename."""
+    global _writes
+    target = os.environ.get("LSTMKIT_CRASH_AT_WRITE")
+    if not target:
+        return
+    _writes += 1
+    if _writes == int(target):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            half = len(data) // 2
+            f.write(data[:half])
+            f.flush()
+            _fault_point(tmp)
+            f.write(data[half:])
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -384,6 +384,8 @@ def train(
         elapsed = float(info.get("elapsed", 0.0))
         if is_main:
             _truncate_metrics(run_dir, step)
+            for stale in [*run_dir.glob(".*.tmp-*"), *run_dir.glob("*/.*.tmp-*")]:
+                stale.unlink(missing_ok=True)  # half-written files of a killed process
     elif is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run_dir, cfg, task, mcfg)

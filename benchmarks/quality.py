@@ -1,0 +1,160 @@
+"""Quality benchmarks of issue "It learns to remember": does the LSTM solve the long-lag tasks?
+
+    python benchmarks/quality.py [EXPERIMENT ...] [--out benchmarks/results] [--quick]
+
+EXPERIMENTS: mystery, mystery-hard, reber, temporal, adding, sweep, shakespeare (default: all, in
+that order). Each training run goes to OUT/runs/<name>; each result is appended to
+OUT/quality.jsonl (one JSON object per run, with its budget and the machine) and the sweep's PNG to
+OUT/lag_sweep.png. Budgets are in steps where the issue gives a quality target (so a busy machine
+changes only the time, not the result) and in seconds where the issue gives a time budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lstmkit.train import TrainConfig, train
+
+
+def machine() -> str:
+    cpu = platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+class Bench:
+    def __init__(self, out: Path, quick: bool) -> None:
+        self.out = out
+        self.quick = quick
+        (out / "runs").mkdir(parents=True, exist_ok=True)
+
+    def run(self, name: str, cfg: TrainConfig, note: str = "") -> dict[str, Any]:
+        if self.quick:
+            cfg.max_steps = min(cfg.max_steps, 20)
+            cfg.eval_every = min(cfg.eval_every, 10)
+            cfg.task_params = {**cfg.task_params, "n_val": 64, "n_test": 64} if cfg.task != "text" else cfg.task_params
+            if cfg.max_time:
+                cfg.max_time = min(cfg.max_time, 20)
+        run_dir = self.out / "runs" / name
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        t0 = time.perf_counter()
+        res = train(cfg, run_dir, progress=False, log=lambda s: print(f"  [{name}] {s}", flush=True))
+        rec = {
+            "name": name, "task": cfg.task, "task_params": cfg.task_params, "arch": cfg.arch,
+            "hidden_size": cfg.hidden_size, "budget": {"max_steps": cfg.max_steps, "max_time": cfg.max_time},
+            "steps": res.steps, "seconds": round(time.perf_counter() - t0, 1), "val": res.val, "test": res.test,
+            "baseline": res.baseline, "stopped": res.stopped_because, "machine": machine(), "note": note,
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+        }
+        with open(self.out / "quality.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        print(f"{name}: test {res.test} in {res.steps} steps, {rec['seconds']} s ({res.stopped_because})", flush=True)
+        return rec
+
+
+def mystery(b: Bench) -> None:
+    b.run("mystery-T100", TrainConfig(task="mystery", task_params={"T": 100, "suspects": 4, "red_herrings": 2},
+                                      hidden_size=64, lr=3e-3, max_steps=3000, eval_every=100, target=0.995))
+
+
+def mystery_hard(b: Bench) -> None:
+    for arch in ("lstm", "gru", "rnn"):
+        b.run(f"mystery-T400-{arch}", TrainConfig(
+            task="mystery", task_params={"T": 400, "suspects": 6, "red_herrings": 3}, arch=arch, hidden_size=64,
+            lr=3e-3, max_steps=1500, eval_every=100, patience=0), note="equal budget: 1500 steps of 32 stories")
+
+
+def reber(b: Bench) -> None:
+    b.run("reber", TrainConfig(task="reber", hidden_size=32, embedding_size=8, lr=1e-2, max_steps=3000,
+                               eval_every=100, target=1.0))
+
+
+def temporal(b: Bench) -> None:
+    b.run("temporal-order-6a", TrainConfig(task="temporal-order", task_params={"variant": "6a"}, hidden_size=64,
+                                           lr=3e-3, max_steps=4000, eval_every=100, target=0.995))
+
+
+def adding(b: Bench) -> None:
+    lstm = b.run("adding-T200-lstm", TrainConfig(
+        task="adding", task_params={"T": 200}, hidden_size=128, batch_size=50, lr=1e-3, clip=1.0,
+        max_steps=10000, eval_every=200, patience=0, target=0.005, weight_decay=0.0),
+        note="modern form; Adam(W) 1e-3, batch 50, forget bias 1, grad-norm clip 1")
+    b.run("adding-T200-rnn", TrainConfig(
+        task="adding", task_params={"T": 200}, arch="rnn", hidden_size=128, batch_size=50, lr=1e-3, clip=1.0,
+        max_steps=max(200, lstm["steps"]), eval_every=200, patience=0, weight_decay=0.0),
+        note="same number of steps as the LSTM run")
+
+
+def sweep(b: Bench) -> None:
+    rows = []
+    lags = (25, 50, 100, 200)
+    for T in lags:
+        for arch in ("rnn", "gru", "lstm"):
+            r = b.run(f"sweep-mystery-T{T}-{arch}", TrainConfig(
+                task="mystery", task_params={"T": T, "suspects": 4, "red_herrings": 2}, arch=arch, hidden_size=64,
+                lr=3e-3, max_steps=800, eval_every=100, patience=0), note="lag sweep: 800 steps each")
+            rows.append((T, arch, r["test"]["accuracy"]))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arch in ("rnn", "gru", "lstm"):
+        ax.plot(lags, [a for T, ar, a in rows if ar == arch], marker="o", label=arch)
+    ax.axhline(1 / 3, ls="--", c="grey", label="chance (1/3)")
+    ax.set_xscale("log")
+    ax.set_xticks(lags, [str(x) for x in lags])
+    ax.set_xlabel("story length T (lag from first clue to the question)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("mystery: how far back each remembers (800 steps each)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.savefig(b.out / "lag_sweep.png", dpi=110, bbox_inches="tight")
+
+
+def shakespeare(b: Bench) -> None:
+    b.run("shakespeare-20min", TrainConfig(
+        task="text", task_params={"seq_len": 100}, hidden_size=512, embedding_size=64, batch_size=32, lr=2e-3,
+        max_steps=1_000_000, max_time=1200, eval_every=500, patience=0, schedule="constant"),
+        note="split by play (val: Julius Caesar, The Tempest); 20 min wall-clock budget")
+
+
+EXPERIMENTS = {"mystery": mystery, "reber": reber, "temporal": temporal, "sweep": sweep,
+               "mystery-hard": mystery_hard, "adding": adding, "shakespeare": shakespeare}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiments", nargs="*", help=f"any of {', '.join(EXPERIMENTS)} (default: all)")
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run of the script")
+    a = p.parse_args(argv)
+    unknown = [e for e in a.experiments if e not in EXPERIMENTS]
+    if unknown:
+        p.error(f"unknown experiment {unknown[0]!r}; choose from {', '.join(EXPERIMENTS)}")
+    b = Bench(Path(a.out), a.quick)
+    for name in a.experiments or list(EXPERIMENTS):
+        print(f"== {name}", flush=True)
+        EXPERIMENTS[name](b)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Crash safety: training is killed with SIGKILL at random moments (and inside checkpoint writes)
+and resumed each time; the final weights equal an uninterrupted run's bit for bit, and the run
+folder is readable after every kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from lstmkit.train import load_run
+from lstmkit.train.loop import load_checkpoint
+
+ARGS = ["mystery", "--length", "20", "--suspects", "4", "--red-herrings", "1", "--n-val", "32", "--n-test", "32",
+        "--hidden-size", "16", "--embedding-size", "8", "--batch-size", "8", "--max-steps", "200",
+        "--eval-every", "4", "--lr", "0.005", "--quiet"]
+ENV = {**os.environ, "LSTMKIT_NO_KERNELS": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _cmd(out: Path, resume: bool) -> list[str]:
+    if resume:
+        return [sys.executable, "-m", "lstmkit.cli", "train", "mystery", "--resume", str(out), "--quiet"]
+    return [sys.executable, "-m", "lstmkit.cli", "train", *ARGS, "--out", str(out)]
+
+
+def _final_weights(run: Path) -> dict[str, torch.Tensor]:
+    info = json.loads((run / "train_state.json").read_text())
+    return {k: v for k, v in load_file(str(run / info["checkpoint"])).items() if k.startswith("model.")}
+
+
+def _check_readable(run: Path) -> None:
+    if (run / "train_state.json").exists():
+        info, tensors = load_checkpoint(run)  # checks the SHA-256 of the checkpoint it points at
+        assert any(k.startswith("model.") for k in tensors)
+    if (run / "model.safetensors").exists():
+        load_run(run)
+
+
+def test_sigkill_at_random_moments_and_inside_writes(tmp_path):
+    ref = tmp_path / "ref"
+    r = subprocess.run(_cmd(ref, False), env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+
+    run = tmp_path / "killed"
+    rng = random.Random(1234)
+    kills = 0
+    first = True
+    # 6 kills at random moments, then 6 inside a file write (after half the bytes, before the rename)
+    plan = [("time", rng.uniform(2.5, 5.0)) for _ in range(6)] + [("write", rng.randint(3, 40)) for _ in range(6)]
+    for kind, when in plan:
+        env = dict(ENV)
+        if kind == "write":
+            env["LSTMKIT_CRASH_AT_WRITE"] = str(when)
+        p = subprocess.Popen(_cmd(run, not first), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if kind == "time":
+            try:
+                p.wait(timeout=when)
+            except subprocess.TimeoutExpired:
+                p.send_signal(signal.SIGKILL)
+                p.wait()
+        else:
+            p.wait(timeout=600)
+        if p.returncode == -signal.SIGKILL:
+            kills += 1
+        elif p.returncode != 0:
+            raise AssertionError(p.stderr.read().decode() if p.stderr else p.returncode)
+        if (run / "train_state.json").exists():
+            first = False
+        else:
+            # killed before the first checkpoint: start over (the folder has at most its config)
+            import shutil
+
+            shutil.rmtree(run, ignore_errors=True)
+            first = True
+        _check_readable(run) if run.exists() else None
+        time.sleep(0.05)
+    # finish
+    r = subprocess.run(_cmd(run, not first), env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert kills >= 10, f"only {kills} of the planned kills landed"
+    a, b = _final_weights(ref), _final_weights(run)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert json.loads((run / "train_state.json").read_text())["step"] == 200
+    assert load_run(run).evaluate("test") == load_run(ref).evaluate("test")
+    print(f"kills survived: {kills}")
