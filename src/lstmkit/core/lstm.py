@@ -347,8 +347,16 @@ class LSTM(nn.Module):
                     "LSTM: backend='torch' cannot return gate traces (torch's fused LSTM keeps them inside); "
                     "use backend='auto' or 'reference'"
                 )
+            if not plain:
+                raise ValueError(
+                    f"LSTM: backend='torch' runs only the plain cell, but {', '.join(self._v.names())} "
+                    "is set; use backend='auto' or 'reference'"
+                )
             return "torch"
-        if req == "auto" and plain and not traced:
+        # torch's CPU LSTM (oneDNN) cannot run under bfloat16 autocast on CPUs without native bf16;
+        # the reference path runs there (its matmuls autocast, its pointwise math stays in float32)
+        cpu_autocast = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+        if req == "auto" and plain and not traced and not cpu_autocast:
             return "torch"
         fused_ok = self._fused_supported(x, packed)
         if req == "fused":
