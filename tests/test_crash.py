@@ -19,9 +19,32 @@ from safetensors.torch import load_file
 from lstmkit.train import load_run
 from lstmkit.train.loop import load_checkpoint
 
-ARGS = ["mystery", "--length", "20", "--suspects", "4", "--red-herrings", "1", "--n-val", "32", "--n-test", "32",
-        "--hidden-size", "16", "--embedding-size", "8", "--batch-size", "8", "--max-steps", "200",
-        "--eval-every", "4", "--lr", "0.005", "--quiet"]
+ARGS = [
+    "mystery",
+    "--length",
+    "20",
+    "--suspects",
+    "4",
+    "--red-herrings",
+    "1",
+    "--n-val",
+    "32",
+    "--n-test",
+    "32",
+    "--hidden-size",
+    "16",
+    "--embedding-size",
+    "8",
+    "--batch-size",
+    "8",
+    "--max-steps",
+    "200",
+    "--eval-every",
+    "4",
+    "--lr",
+    "0.005",
+    "--quiet",
+]
 ENV = {**os.environ, "LSTMKIT_NO_KERNELS": "1", "OMP_NUM_THREADS": "1"}
 
 

@@ -94,7 +94,7 @@ def oracle(
             ys.append(hn)
             gs.append(gates)
         h, c = hn, cn
-        cs.append(c)
+        cs.append(torch.where((t < lengths).unsqueeze(1), c, torch.zeros_like(c)) if lengths is not None else c)
     T, B = x.shape[0], x.shape[1]
     empty = x.new_zeros(T, B, 0)
     return (

@@ -34,8 +34,16 @@ def configs(draw):
 
 
 @SETTINGS
-@given(cfg=configs(), T=st.integers(1, 6), B=st.integers(1, 3), dtype=st.sampled_from([torch.float32, torch.float64]),
-       packed=st.booleans(), unbatched=st.booleans(), init=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    cfg=configs(),
+    T=st.integers(1, 6),
+    B=st.integers(1, 3),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    packed=st.booleans(),
+    unbatched=st.booleans(),
+    init=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_fast_paths_equal_reference(cfg, T, B, dtype, packed, unbatched, init, seed):
     torch.manual_seed(seed)
     if cfg["coupled"] and cfg["bias"]:
@@ -51,7 +59,11 @@ def test_fast_paths_equal_reference(cfg, T, B, dtype, packed, unbatched, init, s
     else:
         shape = (B, T, cfg["input_size"]) if cfg["batch_first"] else (T, B, cfg["input_size"])
         x = torch.randn(shape, dtype=dtype)
-        hx = (torch.randn(L * D, B, R, dtype=dtype), torch.randn(L * D, B, cfg["hidden_size"], dtype=dtype)) if init else None
+        hx = (
+            (torch.randn(L * D, B, R, dtype=dtype), torch.randn(L * D, B, cfg["hidden_size"], dtype=dtype))
+            if init
+            else None
+        )
     inp = x
     if packed:
         lengths = torch.randint(1, T + 1, (B,))
@@ -78,9 +90,12 @@ def test_fast_paths_equal_reference(cfg, T, B, dtype, packed, unbatched, init, s
 
 
 @SETTINGS
-@given(dims=st.lists(st.integers(0, 4), min_size=0, max_size=5), feat=st.integers(1, 5),
-       dtype=st.sampled_from([torch.float32, torch.float64, torch.int64, torch.float16]),
-       hx_shape=st.one_of(st.none(), st.lists(st.integers(1, 3), min_size=1, max_size=4)))
+@given(
+    dims=st.lists(st.integers(0, 4), min_size=0, max_size=5),
+    feat=st.integers(1, 5),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.int64, torch.float16]),
+    hx_shape=st.one_of(st.none(), st.lists(st.integers(1, 3), min_size=1, max_size=4)),
+)
 def test_any_input_gives_output_or_documented_error(dims, feat, dtype, hx_shape):
     m = lstmkit.LSTM(3, 4)
     shape = (*dims, feat)

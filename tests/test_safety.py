@@ -29,14 +29,26 @@ def test_no_code_executing_loaders_in_the_source():
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("safety") / "r"
-    train(TrainConfig(task="mystery", task_params={"T": 20, "suspects": 4, "red_herrings": 1, "n_val": 32,
-                                                   "n_test": 32}, hidden_size=8, embedding_size=4, batch_size=4,
-                      max_steps=10, eval_every=5), out, progress=False)
+    train(
+        TrainConfig(
+            task="mystery",
+            task_params={"T": 20, "suspects": 4, "red_herrings": 1, "n_val": 32, "n_test": 32},
+            hidden_size=8,
+            embedding_size=4,
+            batch_size=4,
+            max_steps=10,
+            eval_every=5,
+        ),
+        out,
+        progress=False,
+    )
     return out
 
 
 def _hashes(d: Path) -> dict[str, str]:
-    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*")) if p.is_file()
+    }
 
 
 def _copy(run_dir: Path, tmp_path: Path) -> Path:
@@ -126,7 +138,7 @@ def test_a_pickle_in_place_of_weights_is_refused_not_run(run_dir, tmp_path, caps
     run = _copy(run_dir, tmp_path)
     marker = tmp_path / "pwned"
     # a pickle that would create a file if anything unpickled it
-    payload = (b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
+    payload = b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."
     (run / "model.safetensors").write_bytes(payload)
     assert main(["evaluate", str(run)]) == 2
     assert not marker.exists()
