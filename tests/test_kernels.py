@@ -235,6 +235,7 @@ CONFIGS: list[dict[str, Any]] = [
     dict(T=5, B=3, I=4, H=11, peephole=True),
     dict(T=6, B=4, I=5, H=10, zoneout=True),
     dict(T=7, B=5, I=3, H=13, P=6, peephole=True, zoneout=True, lengths=True),
+    dict(T=5, B=20, I=9, H=72, P=0, lengths=True, peephole=True),
     dict(T=6, B=4, I=5, H=16, layer_norm=True),
     dict(T=7, B=5, I=4, H=13, layer_norm=True, lengths=True, init_state=False),
     dict(T=6, B=3, I=4, H=11, P=5, layer_norm=True, peephole=True, zoneout=True, lengths=True),
@@ -255,7 +256,7 @@ def test_fused_matches_oracle_float32(kern: None, cfg: dict[str, Any], coupled: 
 
 @needs_kernels
 @pytest.mark.parametrize(
-    "cfg", [CONFIGS[1], CONFIGS[7], CONFIGS[10], CONFIGS[13]], ids=["plain", "proj-len", "all", "ln-all"]
+    "cfg", [CONFIGS[1], CONFIGS[7], CONFIGS[10], CONFIGS[14]], ids=["plain", "proj-len", "all", "ln-all"]
 )
 def test_fused_matches_oracle_float64(kern: None, cfg: dict[str, Any]) -> None:
     case = make_case(**cfg, dtype=torch.float64)
@@ -296,7 +297,9 @@ def test_plain_matches_torch_lstm(kern: None, proj: int, bidir_like: bool) -> No
 
 @needs_kernels
 @pytest.mark.parametrize(
-    "cfg", [CONFIGS[3], CONFIGS[7], CONFIGS[10], CONFIGS[13]], ids=["plain", "proj-len", "all", "ln-all"]
+    "cfg",
+    [CONFIGS[3], CONFIGS[7], CONFIGS[10], CONFIGS[14], dict(T=5, B=20, I=9, H=72, lengths=True)],
+    ids=["plain", "proj-len", "all", "ln-all", "wide"],
 )
 def test_one_and_two_threads_agree(kern: None, cfg: dict[str, Any]) -> None:
     case = make_case(**cfg)
@@ -305,6 +308,29 @@ def test_one_and_two_threads_agree(kern: None, cfg: dict[str, Any]) -> None:
     for a, b, name in zip(got1, got2, labels):
         scale = max(1.0, float(b.abs().max()))
         assert float((a - b).abs().max()) <= 1e-6 * scale, name
+
+
+@needs_kernels
+@pytest.mark.parametrize("which", ["x", "w_hh", "h0", "g_hh"])
+def test_gradient_of_one_input_only(kern: None, which: str) -> None:
+    """Only one input requires grad: the kernel skips the other gradients and still gets this one."""
+    case = make_case(T=5, B=3, I=4, H=9, layer_norm=(which == "g_hh"), lengths=True)
+    leaf = case[which].clone().requires_grad_(True)
+    kin = {**case, which: leaf}
+    y, hT, cT, _ = K.fused_layer(
+        kin["x"], kin["h0"], kin["c0"], kin["w_ih"], kin["w_hh"], kin["b_ih"], kin["b_hh"],
+        lengths=kin["lengths"], ln=ln_of(kin),
+    )  # fmt: skip
+    (g,) = torch.autograd.grad((y.sum() + hT.sum() * 2 + cT.sum() * 3), [leaf])
+    oin = {k: (v.double() if isinstance(v, torch.Tensor) and k != "lengths" else v) for k, v in case.items()}
+    oleaf = oin[which].clone().requires_grad_(True)
+    oin[which] = oleaf
+    oy, ohT, ocT, _, _ = oracle(
+        oin["x"], oin["h0"], oin["c0"], oin["w_ih"], oin["w_hh"], oin["b_ih"], oin["b_hh"],
+        lengths=oin["lengths"], ln=ln_of(oin),
+    )  # fmt: skip
+    (og,) = torch.autograd.grad((oy.sum() + ohT.sum() * 2 + ocT.sum() * 3), [oleaf])
+    assert_close([g], [og], [f"d{which}"], rtol=1e-5)
 
 
 @needs_kernels

@@ -8,13 +8,23 @@ small.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .core import LSTM, LSTMCell, Trace
+if TYPE_CHECKING:
+    from .core import LSTM, LSTMCell, Trace
 
 __version__ = "0.1.0"
 
 __all__ = ["LSTM", "LSTMCell", "Trace", "__version__", "load"]
+
+
+def __getattr__(name: str) -> Any:
+    # torch is imported on first use, so that `lstmkit.runtime` (NumPy only) imports without it
+    if name in ("LSTM", "LSTMCell", "Trace"):
+        from . import core
+
+        return getattr(core, name)
+    raise AttributeError(f"module 'lstmkit' has no attribute {name!r}")
 
 
 def load(run_dir: Any) -> Any:

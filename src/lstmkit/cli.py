@@ -174,6 +174,36 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from .compress import compress
+
+    opts: dict[str, Any] = {}
+    names = "bits sparsity units score rank energy steps lr batch_size seed hidden_size num_layers alpha temperature"
+    for name in names.split():
+        v = getattr(args, name, None)
+        if v is not None:
+            opts[name] = v
+    res = compress(args.run, args.method, args.out, **opts)
+    print(f"compressed run: {args.out} ({args.method})")
+    for split in ("val", "test"):
+        if split in res:
+            print(f"{split}: " + ", ".join(f"{k} {v:.4g}" for k, v in res[split].items()))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx, export_runtime
+
+    if args.format == "onnx":
+        if args.bits is not None:
+            raise UsageError("--bits applies to --format runtime only (ONNX's LSTM operator takes float weights)")
+        path = export_onnx(args.run, args.out)
+    else:
+        path = export_runtime(args.run, args.out, bits=args.bits)
+    print(f"exported ({args.format}): {path}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -276,6 +306,33 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--serve", action="store_true", help="serve the page at http://127.0.0.1:PORT/ until Ctrl-C")
     x.add_argument("--port", type=int, default=0, help="port for --serve (default: any free port)")
     x.set_defaults(func=_cmd_explore)
+
+    c = sub.add_parser("compress", help="make a smaller run: quantize, prune, lowrank or distill")
+    c.add_argument("run", metavar="RUN")
+    c.add_argument("--method", required=True, choices=("quantize", "prune", "lowrank", "distill"))
+    c.add_argument("--out", required=True, help="the new run folder")
+    c.add_argument("--bits", type=int, choices=(8, 4), help="quantize: 8 (default) or 4 bits per weight")
+    c.add_argument("--sparsity", type=float, help="prune: fraction of weights set to 0, in [0, 1) (unstructured)")
+    c.add_argument("--units", type=float, help="prune: fraction of hidden units removed, in [0, 1) (structured)")
+    c.add_argument("--score", choices=("weights", "activity"), help="prune --units: importance score of a unit")
+    c.add_argument("--rank", type=int, help="lowrank: rank of every factorised W_ih and W_hh")
+    c.add_argument("--energy", type=float, help="lowrank: keep this fraction of each matrix's energy (0, 1]")
+    c.add_argument("--hidden-size", type=int, help="distill: the student's hidden units (default: half)")
+    c.add_argument("--num-layers", type=int, help="distill: the student's layers (default: the teacher's)")
+    c.add_argument("--alpha", type=float, help="distill: weight of the soft targets (default 0.7)")
+    c.add_argument("--temperature", type=float, help="distill: softmax temperature (default 2)")
+    c.add_argument("--steps", type=int, help="fine-tuning (prune, lowrank) or training (distill) steps")
+    c.add_argument("--lr", type=float, help="fine-tuning learning rate")
+    c.add_argument("--batch-size", type=int, help="fine-tuning batch size (default: the run's)")
+    c.add_argument("--seed", type=int, help="fine-tuning seed (default 0)")
+    c.set_defaults(func=_cmd_compress)
+
+    xp = sub.add_parser("export", help="export a run: ONNX (standard LSTM operator) or the NumPy runtime's bundle")
+    xp.add_argument("run", metavar="RUN")
+    xp.add_argument("--format", required=True, choices=("onnx", "runtime"))
+    xp.add_argument("--out", required=True, help="the .onnx file, or the bundle folder for --format runtime")
+    xp.add_argument("--bits", type=int, choices=(8, 4), help="runtime: store weights as int8/int4 codes")
+    xp.set_defaults(func=_cmd_export)
 
     b = sub.add_parser("bench", help="speed of lstmkit's paths against torch.nn.LSTM and the GEMM ceiling")
     b.add_argument("--quick", action="store_true", help="small shapes and few repetitions (a smoke run)")

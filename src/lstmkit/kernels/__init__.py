@@ -1,6 +1,6 @@
 """Fused compiled CPU kernels of the LSTM layer, and the streaming step.
 
-The core calls this package through five names (nothing is compiled at import; the first call of
+The core calls this package through these names (nothing is compiled at import; the first call of
 :func:`available` builds the extension, ~1 min, then it is cached under ``~/.cache/lstmkit``):
 
     available() / unavailable_reason()    can the kernels run here, and if not, why
@@ -10,10 +10,14 @@ The core calls this package through five names (nothing is compiled at import; t
 
 Design (as in haste / cuDNN): the input projection of all steps is one large GEMM (ATen/MKL); the
 recurrent product of every step is the kernel's own register-blocked AVX2/FMA micro-kernel on
-W_hh packed once per call, with the pointwise cell computed on the accumulators in the same loop,
-the threads splitting the hidden units and meeting at one barrier per step. The backward pass
-runs the pointwise backward and the recurrent product per step the same way, then the weight
-gradients of all steps as one GEMM each. See lstm_fused.h for the buffer layouts.
+W_hh packed once per call (kept hot in cache across steps), followed in the same time loop by one
+vectorised pointwise pass; the threads split the hidden units and meet at one barrier per step,
+inside a single OpenMP region for the whole sequence. The backward pass runs the pointwise
+backward and the recurrent product per step the same way, then the weight gradients of all steps
+as one GEMM each. See lstm_fused.h for the buffer layouts. When other processes keep the cores
+busy, multi-threaded calls fall back to one thread (:func:`contention_events`).
+
+Extra names: :func:`stream_supports`, :func:`build_info`, :func:`contention_events`.
 
 Equations (gate order i, f, g, o; R = P with a projection, else H):
     a = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh
@@ -40,7 +44,9 @@ __all__ = [
     "supports",
     "fused_layer",
     "FusedStream",
+    "stream_supports",
     "build_info",
+    "contention_events",
 ]
 
 
@@ -55,6 +61,19 @@ def available() -> bool:
 def unavailable_reason() -> str | None:
     """One line saying why :func:`available` is False (None when it is True or was not asked yet)."""
     return _build.reason()
+
+
+def contention_events() -> int:
+    """How often a multi-threaded kernel call fell back to one thread because other processes kept
+    the cores busy (0 if the kernels were never loaded)."""
+    m = _build.load() if _build._tried else None
+    return 0 if m is None else int(m.contention_events())
+
+
+def stream_supports(*, dtype: torch.dtype, peephole: bool, layer_norm: bool, coupled: bool, zoneout: bool) -> bool:
+    """Whether :class:`FusedStream` covers this configuration: the plain cell, with or without a
+    projection, float32 or float64 (variants stream through the reference path)."""
+    return dtype in (torch.float32, torch.float64) and not (peephole or layer_norm or coupled or zoneout)
 
 
 def build_info() -> str | None:
@@ -129,6 +148,9 @@ class _FusedLayer(torch.autograd.Function):
             )  # fmt: skip
         if trace:
             c_trace = call[1:]
+            if lengths is not None:  # the trace is 0 past the end of a sequence (the state is carried)
+                steps = torch.arange(x.shape[0]).unsqueeze(1)
+                c_trace = c_trace * (steps < lengths.unsqueeze(0)).unsqueeze(2).to(call.dtype)
             ctx.mark_non_differentiable(gates, c_trace)
             return y, hT, cT, gates, c_trace
         return y, hT, cT
@@ -202,12 +224,14 @@ def fused_layer(
     cell state after zoneout). The trace tensors are not differentiable; they are views of the
     kernel's buffers (c is shared with what backward uses: do not modify them in place).
     With ``coupled`` the f rows of w_ih / w_hh / biases are ignored (their gradient is 0).
-    ``num_threads`` defaults to torch.get_num_threads().
+    ``num_threads`` defaults to torch.get_num_threads() (n > 0: at most n threads, fewer for small
+    problems; n < 0: exactly -n threads, for tests). With 2+ threads the kernel falls back to one
+    thread when other processes keep the cores busy (see :func:`contention_events`).
     """
+    if x.dim() != 3 or x.shape[0] == 0:
+        raise ValueError(f"fused_layer: x must be (T, B, I) with T >= 1, got shape {tuple(x.shape)}")
     if ln is not None and len(ln) != 6:
-        raise ValueError(
-            f"fused_layer: ln must hold 6 tensors (g_ih, b_ih, g_hh, b_hh, g_c, b_c), not {len(ln)}"
-        )
+        raise ValueError(f"fused_layer: ln must hold 6 tensors (g_ih, b_ih, g_hh, b_hh, g_c, b_c), not {len(ln)}")
     if zoneout_c is not None:
         zoneout_c = zoneout_c.to(x.dtype)
     if zoneout_h is not None:

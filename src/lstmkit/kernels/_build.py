@@ -19,6 +19,7 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -28,9 +29,9 @@ import torch
 _SOURCES = ("lstm_fused.cpp",)
 _HEADERS = ("lstm_fused.h", "lstm_gemm.h", "lstm_simd.h")
 _FLAG_SETS: tuple[tuple[str, ...], ...] = (
-    ("-O3", "-march=native", "-fopenmp", "-std=c++17"),
+    ("-O3", "-march=native", "-fopenmp"),
     # a compiler that knows neither -march=native nor OpenMP still gets a working (slower) kernel
-    ("-O3", "-std=c++17"),
+    ("-O3",),
 )
 
 _lock = threading.Lock()
@@ -61,6 +62,18 @@ def cache_root() -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "lstmkit" / "kernels"
+
+
+def _build_dir(key: str) -> Path:
+    """The build folder of one source hash; a temporary folder if the cache is not writable."""
+    d = cache_root() / key
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+    except OSError:
+        d = Path(tempfile.gettempdir()) / f"lstmkit-kernels-{os.getuid() if hasattr(os, 'getuid') else 0}" / key
+        d.mkdir(parents=True, exist_ok=True)
+        return d
 
 
 def build_key(flags: tuple[str, ...]) -> str:
@@ -110,8 +123,7 @@ def _build() -> ModuleType:
     last: Exception | None = None
     for flags in _FLAG_SETS:
         key = build_key(flags)
-        build_dir = cache_root() / key
-        build_dir.mkdir(parents=True, exist_ok=True)
+        build_dir = _build_dir(key)
         name = f"lstmkit_fused_{key}"
         if not any(build_dir.glob(f"{name}*.so")):
             print("building lstmkit fused kernels (first use, ~1 min)…", file=sys.stderr, flush=True)

@@ -73,6 +73,17 @@ int choose_threads(int64_t requested, int64_t B, int64_t R, int64_t H) {
   return std::max(1, nt);
 }
 
+// Denormal floats (e.g. vanishing gradients far back in a long sequence) make x86 arithmetic
+// ~100x slower; inside the time loops they are flushed to zero (values below ~1e-38 for float32),
+// and each thread's mode is restored on the way out.
+struct FlushDenormals {
+#if LSTMKIT_HAVE_AVX2
+  unsigned int saved = _mm_getcsr();
+  FlushDenormals() { _mm_setcsr(saved | 0x8040u); }  // FTZ | DAZ
+  ~FlushDenormals() { _mm_setcsr(saved); }
+#endif
+};
+
 // Runs fn(team, p) on nt threads (one OpenMP region for the whole sequence), or on the calling
 // thread alone when nt == 1 or when a recent call found the cores oversubscribed (see Team).
 template <typename F>
@@ -83,6 +94,7 @@ void parallel_region(int nt, const F& fn) {
 #pragma omp parallel num_threads(nt)
     {
       const int p = omp_get_thread_num();
+      FlushDenormals ftz;
       if (omp_get_num_threads() == team.size()) {
         fn(team, p);
       } else if (p == 0) {  // fewer threads than asked (nested region): run alone
@@ -93,6 +105,7 @@ void parallel_region(int nt, const F& fn) {
     return;
   }
 #endif
+  FlushDenormals ftz;
   Team solo(1);
   fn(solo, 0);
 }
@@ -198,7 +211,7 @@ std::vector<Tensor> fused_forward(const Tensor& x, const Tensor& h0, const Tenso
   Tensor zhc = has(zh) ? zh->contiguous() : Tensor();
   Tensor lenc = with_len ? lengths->contiguous() : Tensor();
   const int nt = choose_threads(num_threads, B, R, H);
-  Tensor scratch = at::empty({nt, B, 2 * L}, opts);
+  Tensor scratch = at::empty({nt, B, 4 * Hp}, opts);
   Tensor zhat, rstd_h, stat_c, rowbuf, lnc[6];
   if (with_ln) {
     zhat = at::empty({T, B, 4 * H}, opts);
@@ -646,9 +659,14 @@ std::string build_info() {
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &lstmkit::fused_forward, "fused LSTM layer forward");
-  m.def("backward", &lstmkit::fused_backward, "fused LSTM layer backward");
+  // The whole-sequence calls run for milliseconds: let other Python threads go meanwhile. The
+  // streaming step (microseconds) keeps the GIL, which also serialises calls on one stream.
+  m.def("forward", &lstmkit::fused_forward, "fused LSTM layer forward",
+        pybind11::call_guard<pybind11::gil_scoped_release>());
+  m.def("backward", &lstmkit::fused_backward, "fused LSTM layer backward",
+        pybind11::call_guard<pybind11::gil_scoped_release>());
   m.def("build_info", &build_info);
+  m.def("contention_events", [] { return lstmkit::contention_events().load(); });
   pybind11::class_<lstmkit::FusedStreamCpp>(m, "FusedStream")
       .def(pybind11::init<const std::vector<at::Tensor>&, const std::vector<at::Tensor>&,
                           const std::vector<at::Tensor>&, const std::vector<at::Tensor>&, int64_t, int64_t>())

@@ -13,10 +13,17 @@
 //   wb   (NPR, 4H, 2L)    backward recurrent panels, NPR = ceil(R / 2L): wb[p][k][c] = W_hh[k][p*2L + c]
 //   wrb  (NPH, P, 2L)     backward projection panels, NPH = ceil(H / 2L): wrb[p][k][c] = W_hr[k][p*2L + c]
 //
-// Threads: the caller runs the loops inside one `omp parallel` region. Every thread owns a fixed
-// range of hidden units (and of projection columns) for the whole sequence, so each element is
-// computed by the same arithmetic whatever the thread count (1 and 2 threads agree bit for bit),
-// and the threads meet at one barrier per step (two with a projection).
+// Threads: the caller runs the loops inside one `omp parallel` region for the whole sequence.
+// Each thread owns a range of hidden units (and of projection columns, or of batch rows in the
+// row-wise layer-norm passes); ranges only change at a barrier (see Team), and every element is
+// computed by the same arithmetic whatever the split, so 1 and 2 threads agree bit for bit in the
+// time loops. Barriers per step: plain forward 1, backward 1; +1 each with a projection; the
+// layer-norm variant needs 2 forward and 2 backward (row statistics need whole rows).
+//
+// Per step (forward): the recurrent product of the thread's unit blocks goes to a small per-thread
+// scratch (hot in L1/L2), then one pointwise pass row by row reads xp and writes gates, c, h in
+// memory order. (Computing the pointwise pass directly on the accumulators, unit block by unit
+// block across rows, measured ~25% slower: it walks xp/gates with a 4H stride and misses cache.)
 #pragma once
 
 #include <algorithm>
@@ -40,9 +47,11 @@ namespace lstmkit {
 // where other processes compete for the cores, a thread of ours is regularly descheduled and its
 // partner spins a whole time slice at every barrier, which can make 2 threads many times slower
 // than 1. The barrier measures the time threads spend waiting; if, over a window of steps, it
-// exceeds a quarter of the elapsed time, the team shrinks to thread 0 (at a barrier, so no work
-// is lost: ranges are recomputed from `active` after every sync, and every element is computed by
-// the same arithmetic whatever the split) and the process remembers it for a couple of seconds.
+// exceeds a quarter of the elapsed time, or if one wait alone exceeds a millisecond (the partner
+// was descheduled: a quiet machine never waits that long), the team shrinks to thread 0 at the
+// next barrier (no work is lost: ranges are recomputed from `active` after every sync, and every
+// element is computed by the same arithmetic whatever the split), and the process runs single-
+// threaded for the next two seconds before trying two threads again.
 // --------------------------------------------------------------------------------------------
 inline int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -52,6 +61,12 @@ inline int64_t now_ns() {
 inline std::atomic<int64_t>& single_thread_until_ns() {
   static std::atomic<int64_t> until{0};
   return until;
+}
+
+// How many times a team shrank to one thread because the cores were oversubscribed.
+inline std::atomic<int64_t>& contention_events() {
+  static std::atomic<int64_t> n{0};
+  return n;
 }
 
 inline void cpu_relax() {
@@ -65,6 +80,8 @@ class Team {
   static constexpr int kMaxThreads = 64;
   static constexpr int kWindow = 16;          // barriers per contention check
   static constexpr double kMaxWaitShare = 0.25;
+  static constexpr int64_t kLongWaitNs = 1000000;
+  static constexpr int64_t kSingleForNs = 2000000000LL;
 
   explicit Team(int np) : np_(std::max(1, std::min(np, kMaxThreads))), active_(np_) {
     for (auto& w : wait_) w.ns = 0;
@@ -82,15 +99,18 @@ class Team {
     const int64_t t0 = now_ns();
     const int gen = gen_.load(std::memory_order_acquire);
     if (arrived_.fetch_add(1, std::memory_order_acq_rel) == n - 1) {
+      bool shrink = long_wait_.load(std::memory_order_relaxed);
       if (++syncs_ % kWindow == 0) {
         int64_t waited = 0;
         for (int k = 0; k < n; ++k) waited += wait_[k].ns, wait_[k].ns = 0;
         const int64_t elapsed = t0 - window_start_;
         window_start_ = t0;
-        if ((double)waited > kMaxWaitShare * (double)elapsed * (double)(n - 1)) {
-          active_.store(1, std::memory_order_release);
-          single_thread_until_ns().store(t0 + 2000000000LL, std::memory_order_relaxed);
-        }
+        if ((double)waited > kMaxWaitShare * (double)elapsed * (double)(n - 1)) shrink = true;
+      }
+      if (shrink) {
+        active_.store(1, std::memory_order_release);
+        single_thread_until_ns().store(t0 + kSingleForNs, std::memory_order_relaxed);
+        contention_events().fetch_add(1, std::memory_order_relaxed);
       }
       arrived_.store(0, std::memory_order_relaxed);
       gen_.fetch_add(1, std::memory_order_acq_rel);
@@ -101,7 +121,12 @@ class Team {
         else
           std::this_thread::yield();
       }
-      wait_[p].ns += now_ns() - t0;
+      const int64_t t1 = now_ns(), w = t1 - t0;
+      wait_[p].ns += w;
+      if (w > kLongWaitNs) {
+        long_wait_.store(true, std::memory_order_relaxed);  // shrink at the next barrier ...
+        single_thread_until_ns().store(t1 + kSingleForNs, std::memory_order_relaxed);  // ... and next calls
+      }
     }
     return active_.load(std::memory_order_acquire);
   }
@@ -114,6 +139,7 @@ class Team {
   alignas(64) std::atomic<int> arrived_{0};
   alignas(64) std::atomic<int> gen_{0};
   alignas(64) std::atomic<int> active_;
+  std::atomic<bool> long_wait_{false};
   int64_t syncs_ = 0;         // touched by the releasing thread only
   int64_t window_start_ = 0;  // idem
   Slot wait_[kMaxThreads];
@@ -209,7 +235,7 @@ struct FwdLoop {
   T* ctil = nullptr;  // (T, B, H) c before zoneout, only with zoneout_c (and saved for backward), else null
   T* gates = nullptr; // (T, B, 4H) activations i, f, g, o in torch's gate order, or null (inference)
   T* hc = nullptr;    // (T, B, H) o * tanh(c) before the projection, only with a projection
-  T* scratch = nullptr;  // (nthreads, B, 2L) per-thread i/f pre-activations of one unit block
+  T* scratch = nullptr;  // (nthreads, B, 4Hp) per-thread recurrent pre-activations, [u][gate][lane]
   // layer_norm only (null otherwise). xp then holds LN(x W_ih^T) + b_ih + b_hh.
   const T* ln_ghh = nullptr;  // (4H) gain of LN(h W_hh^T)
   const T* ln_bhh = nullptr;  // (4H) shift of LN(h W_hh^T)
@@ -243,58 +269,91 @@ struct FwdLoop {
     }
   }
 
-  // The pointwise pass for row b, unit block u, step t; pre_if holds the i, f recurrent
-  // pre-activations (2L), ag / ao the g, o ones.
-  inline void cell(int64_t t, int64_t b, int64_t u, const T* pre_if, V ag, V ao) const {
-    const int64_t hu = u * L;
-    const int n = (int)std::min<int64_t>(L, H - hu);
+  // The pointwise pass of row b at step t for the C unit blocks u .. u+C-1 (row b valid). pre
+  // holds their recurrent pre-activations, interleaved [block][gate][lane]. The C blocks are
+  // computed statement by statement side by side: the activations are long dependency chains
+  // (exp, division), and two independent chains next to each other keep the core busy.
+  template <int C>
+  inline void cells(int64_t t, int64_t b, int64_t u, const T* pre) const {
     const int64_t tb = t * B + b;
-    const T* cp = call + tb * H + hu;
-    T* cn = call + (tb + B) * H + hu;
-    if (!valid(t, b)) {
-      carry(t, b, hu, n);
-      return;
-    }
-    const T* x = xp + tb * 4 * H + hu;
-    V ai = V::load(pre_if) + ld(x, n);
-    V af = V::load(pre_if + L) + ld(x + H, n);
-    ag = ag + ld(x + 2 * H, n);
-    ao = ao + ld(x + 3 * H, n);
-    const V c_prev = ld(cp, n);
-    if (peep) {
-      ai = fmadd(ld(peep + hu, n), c_prev, ai);
-      af = fmadd(ld(peep + H + hu, n), c_prev, af);
-    }
     const V one = V::set1(T(1));
-    const V i = sigmoid(ai);
-    const V f = coupled ? one - i : sigmoid(af);
-    const V g = tanh(ag);
-    const V ct = fmadd(f, c_prev, i * g);
-    if (peep) ao = fmadd(ld(peep + 2 * H + hu, n), ct, ao);
-    const V o = sigmoid(ao);
-    const V h = o * tanh(ct);
-    if (zc) {
-      const V m = ld(zc + tb * H + hu, n);
-      st(fmadd(m, c_prev - ct, ct), cn, n);  // m c_prev + (1 - m) ct
-      if (ctil) st(ct, ctil + tb * H + hu, n);
-    } else {
-      st(ct, cn, n);
+    const T* x = xp + tb * 4 * H;
+    const T* cp = call + tb * H;
+    int64_t hu[C];
+    int n[C];
+    V ai[C], af[C], ag[C], ao[C], c_prev[C], i[C], f[C], g[C], ct[C], o[C], h[C];
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) {
+      hu[c] = (u + c) * L;
+      n[c] = (int)std::min<int64_t>(L, H - hu[c]);
+      const T* d = pre + c * 4 * L;
+      ai[c] = V::load(d) + ld(x + hu[c], n[c]);
+      af[c] = V::load(d + L) + ld(x + H + hu[c], n[c]);
+      ag[c] = V::load(d + 2 * L) + ld(x + 2 * H + hu[c], n[c]);
+      ao[c] = V::load(d + 3 * L) + ld(x + 3 * H + hu[c], n[c]);
+      c_prev[c] = ld(cp + hu[c], n[c]);
     }
-    if (gates) {
-      T* gp = gates + tb * 4 * H + hu;
-      st(i, gp, n);
-      st(f, gp + H, n);
-      st(g, gp + 2 * H, n);
-      st(o, gp + 3 * H, n);
+    if (peep) {
+#pragma GCC unroll 4
+      for (int c = 0; c < C; ++c) {
+        ai[c] = fmadd(ld(peep + hu[c], n[c]), c_prev[c], ai[c]);
+        af[c] = fmadd(ld(peep + H + hu[c], n[c]), c_prev[c], af[c]);
+      }
     }
-    if (P > 0) {
-      st(h, hc + tb * H + hu, n);
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) i[c] = sigmoid(ai[c]);
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) f[c] = coupled ? one - i[c] : sigmoid(af[c]);
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) g[c] = tanh(ag[c]);
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) ct[c] = fmadd(f[c], c_prev[c], i[c] * g[c]);
+    if (peep) {
+#pragma GCC unroll 4
+      for (int c = 0; c < C; ++c) ao[c] = fmadd(ld(peep + 2 * H + hu[c], n[c]), ct[c], ao[c]);
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) o[c] = sigmoid(ao[c]);
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) h[c] = o[c] * tanh(ct[c]);
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) {
+      T* cn = call + (tb + B) * H + hu[c];
+      if (zc) {
+        const V m = ld(zc + tb * H + hu[c], n[c]);
+        st(fmadd(m, c_prev[c] - ct[c], ct[c]), cn, n[c]);  // m c_prev + (1 - m) ct
+        if (ctil) st(ct[c], ctil + tb * H + hu[c], n[c]);
+      } else {
+        st(ct[c], cn, n[c]);
+      }
+      if (gates) {
+        T* gp = gates + tb * 4 * H + hu[c];
+        st(i[c], gp, n[c]);
+        st(f[c], gp + H, n[c]);
+        st(g[c], gp + 2 * H, n[c]);
+        st(o[c], gp + 3 * H, n[c]);
+      }
+      if (P > 0) {
+        st(h[c], hc + tb * H + hu[c], n[c]);
+        continue;
+      }
+      V hn = h[c];
+      if (zh) hn = fmadd(ld(zh + tb * R + hu[c], n[c]), ld(hprev(t) + b * R + hu[c], n[c]) - hn, hn);
+      st(hn, hnext(t) + b * R + hu[c], n[c]);
+      if (hall) st(hn, y + tb * R + hu[c], n[c]);
+    }
+  }
+
+  // The pointwise pass of row b for unit blocks [u0, u1) (pre: this row's scratch).
+  inline void row_cells(int64_t t, int64_t b, int64_t u0, int64_t u1, const T* pre) const {
+    if (!valid(t, b)) {
+      const int64_t h0_ = u0 * L, h1_ = std::min<int64_t>(H, u1 * L);
+      if (h1_ > h0_) carry(t, b, h0_, h1_ - h0_);
       return;
     }
-    V hn = h;
-    if (zh) hn = fmadd(ld(zh + tb * R + hu, n), ld(hprev(t) + b * R + hu, n) - h, h);
-    st(hn, hnext(t) + b * R + hu, n);
-    if (hall) st(hn, y + tb * R + hu, n);
+    int64_t u = u0;
+    for (; u + 2 <= u1; u += 2) cells<2>(t, b, u, pre + u * 4 * L);
+    if (u < u1) cells<1>(t, b, u, pre + u * 4 * L);
   }
 
   // The projection of row b, columns [c0, c0 + 2L) at step t.
@@ -439,29 +498,25 @@ struct FwdLoop {
       return;
     }
     int np = team.active();
-    T* tmp = scratch + (int64_t)p * B * 2 * L;
+    T* pre = scratch + (int64_t)p * B * 4 * Hp;  // (B, 4Hp) interleaved; my unit blocks only
     for (int64_t t = 0; t < T_; ++t) {
       int64_t u0, u1, q0, q1;
       split_range(NU, p, np, u0, u1);
       const T* hp = hprev(t);
-      for (int64_t u = u0; u < u1; ++u) {
-        const T* pan_if = wf + (u * 2 + 0) * R * 2 * L;
-        const T* pan_go = wf + (u * 2 + 1) * R * 2 * L;
-        // i, f pre-activations of all rows first (one panel stays in L1 across row blocks) ...
-        for_row_blocks<T, MRMAX, NV>(hp, R, pan_if, R, B, [&](int64_t r0, auto& acc) {
-          constexpr int mr = sizeof(acc.v) / sizeof(acc.v[0]);
-          for (int m = 0; m < mr; ++m) {
-            acc.v[m][0].store(tmp + (r0 + m) * 2 * L);
-            acc.v[m][1].store(tmp + (r0 + m) * 2 * L + L);
-          }
-        });
-        // ... then g, o with the pointwise pass on the accumulators.
-        for_row_blocks<T, MRMAX, NV>(hp, R, pan_go, R, B, [&](int64_t r0, auto& acc) {
-          constexpr int mr = sizeof(acc.v) / sizeof(acc.v[0]);
-          for (int m = 0; m < mr; ++m)
-            cell(t, r0 + m, u, tmp + (r0 + m) * 2 * L, acc.v[m][0], acc.v[m][1]);
-        });
-      }
+      // the recurrent product of my unit blocks (each panel stays in L1 across the row blocks) ...
+      for (int64_t u = u0; u < u1; ++u)
+        for (int half = 0; half < 2; ++half)
+          for_row_blocks<T, MRMAX, NV>(hp, R, wf + (u * 2 + half) * R * 2 * L, R, B, [&](int64_t r0, auto& acc) {
+            constexpr int mr = sizeof(acc.v) / sizeof(acc.v[0]);
+            for (int m = 0; m < mr; ++m) {
+              T* d = pre + (r0 + m) * 4 * Hp + u * 4 * L + half * 2 * L;
+              acc.v[m][0].store(d);
+              acc.v[m][1].store(d + L);
+            }
+          });
+      // ... then the pointwise pass row by row: xp, gates, c, h are read and written in order,
+      // which the prefetchers follow (a row-inner order here costs ~2x in cache misses).
+      for (int64_t b = 0; b < B; ++b) row_cells(t, b, u0, u1, pre + b * 4 * Hp);
       if (P > 0) {
         if ((np = team.sync(p)) <= p) return;  // hc[t] complete
         split_range(NPP, p, np, q0, q1);
@@ -621,57 +676,85 @@ struct BwdLoop {
     }
   }
 
-  inline void cell(int64_t t, int64_t b, int64_t u) const {
-    const int64_t hu = u * L;
-    const int n = (int)std::min<int64_t>(L, H - hu);
+  // The pointwise backward of row b (valid at step t) for unit blocks u .. u+C-1, side by side
+  // (see FwdLoop::cells).
+  template <int C>
+  inline void cells(int64_t t, int64_t b, int64_t u) const {
     const int64_t tb = t * B + b;
-    T* dap = da + tb * 4 * H + hu;
-    if (!valid(t, b)) {
-      for (int q = 0; q < 4; ++q) fill_n(dap + q * H, n, T(0));
-      return;  // dC, dH pass through unchanged
-    }
     const V one = V::set1(T(1));
-    const T* gp = gates + tb * 4 * H + hu;
-    const V i = ld(gp, n), f = ld(gp + H, n), g = ld(gp + 2 * H, n), o = ld(gp + 3 * H, n);
-    const V c_prev = ld(call + tb * H + hu, n);
-    const V ct = ld(ctil ? ctil + tb * H + hu : call + (tb + B) * H + hu, n);
-    V dh;
-    if (P > 0) {
-      dh = ld(dhc + b * H + hu, n);
-    } else {
-      dh = ld(dH + b * R + hu, n);
-      if (zh) dh = (one - ld(zh + tb * R + hu, n)) * dh;
+    const T* gp = gates + tb * 4 * H;
+    const T* cp = call + tb * H;
+    const T* ctp = ctil ? ctil + tb * H : call + (tb + B) * H;
+    int64_t hu[C];
+    int n[C];
+    V i[C], f[C], g[C], o[C], c_prev[C], ct[C], dh[C], dc_in[C], mc[C], tc[C], dao[C], dct[C];
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) {
+      hu[c] = (u + c) * L;
+      n[c] = (int)std::min<int64_t>(L, H - hu[c]);
+      i[c] = ld(gp + hu[c], n[c]);
+      f[c] = ld(gp + H + hu[c], n[c]);
+      g[c] = ld(gp + 2 * H + hu[c], n[c]);
+      o[c] = ld(gp + 3 * H + hu[c], n[c]);
+      c_prev[c] = ld(cp + hu[c], n[c]);
+      ct[c] = ld(ctp + hu[c], n[c]);
+      if (P > 0) {
+        dh[c] = ld(dhc + b * H + hu[c], n[c]);
+      } else {
+        dh[c] = ld(dH + b * R + hu[c], n[c]);
+        if (zh) dh[c] = (one - ld(zh + tb * R + hu[c], n[c])) * dh[c];
+      }
+      dc_in[c] = ld(dC + b * H + hu[c], n[c]);
+      mc[c] = zc ? ld(zc + tb * H + hu[c], n[c]) : V::zero();
     }
-    const V dc_in = ld(dC + b * H + hu, n);
-    V mc = V::zero();
-    if (zc) mc = ld(zc + tb * H + hu, n);
-    const V tc = tanh(ct);
-    const V dao = dh * tc * o * (one - o);
-    V dct = fmadd(dh * o, one - tc * tc, (one - mc) * dc_in);
-    if (peep) dct = fmadd(dao, ld(peep + 2 * H + hu, n), dct);
-    const V dag = dct * i * (one - g * g);
-    V dai, daf;
-    if (coupled) {
-      dai = dct * (g - c_prev) * i * (one - i);
-      daf = V::zero();
-    } else {
-      dai = dct * g * i * (one - i);
-      daf = dct * c_prev * f * (one - f);
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) tc[c] = tanh(ct[c]);
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) {
+      dao[c] = dh[c] * tc[c] * o[c] * (one - o[c]);
+      dct[c] = fmadd(dh[c] * o[c], one - tc[c] * tc[c], (one - mc[c]) * dc_in[c]);
+      if (peep) dct[c] = fmadd(dao[c], ld(peep + 2 * H + hu[c], n[c]), dct[c]);
     }
-    V dcp = fmadd(dct, f, mc * dc_in);
-    if (peep) {
-      dcp = fmadd(dai, ld(peep + hu, n), dcp);
-      dcp = fmadd(daf, ld(peep + H + hu, n), dcp);
-      T* dp = dpeep + hu;
-      st(fmadd(dai, c_prev, ld(dp, n)), dp, n);
-      st(fmadd(daf, c_prev, ld(dp + H, n)), dp + H, n);
-      st(fmadd(dao, ct, ld(dp + 2 * H, n)), dp + 2 * H, n);
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) {
+      const V dag = dct[c] * i[c] * (one - g[c] * g[c]);
+      V dai, daf;
+      if (coupled) {
+        dai = dct[c] * (g[c] - c_prev[c]) * i[c] * (one - i[c]);
+        daf = V::zero();
+      } else {
+        dai = dct[c] * g[c] * i[c] * (one - i[c]);
+        daf = dct[c] * c_prev[c] * f[c] * (one - f[c]);
+      }
+      V dcp = fmadd(dct[c], f[c], mc[c] * dc_in[c]);
+      if (peep) {
+        dcp = fmadd(dai, ld(peep + hu[c], n[c]), dcp);
+        dcp = fmadd(daf, ld(peep + H + hu[c], n[c]), dcp);
+        T* dp = dpeep + hu[c];
+        st(fmadd(dai, c_prev[c], ld(dp, n[c])), dp, n[c]);
+        st(fmadd(daf, c_prev[c], ld(dp + H, n[c])), dp + H, n[c]);
+        st(fmadd(dao[c], ct[c], ld(dp + 2 * H, n[c])), dp + 2 * H, n[c]);
+      }
+      T* dap = da + tb * 4 * H + hu[c];
+      st(dai, dap, n[c]);
+      st(daf, dap + H, n[c]);
+      st(dag, dap + 2 * H, n[c]);
+      st(dao[c], dap + 3 * H, n[c]);
+      st(dcp, dC + b * H + hu[c], n[c]);
     }
-    st(dai, dap, n);
-    st(daf, dap + H, n);
-    st(dag, dap + 2 * H, n);
-    st(dao, dap + 3 * H, n);
-    st(dcp, dC + b * H + hu, n);
+  }
+
+  inline void row_cells(int64_t t, int64_t b, int64_t u0, int64_t u1) const {
+    if (!valid(t, b)) {  // da = 0; dC, dH pass through unchanged
+      const int64_t h0_ = u0 * L, h1_ = std::min<int64_t>(H, u1 * L);
+      T* dap = da + (t * B + b) * 4 * H;
+      if (h1_ > h0_)
+        for (int q = 0; q < 4; ++q) fill_n(dap + q * H + h0_, h1_ - h0_, T(0));
+      return;
+    }
+    int64_t u = u0;
+    for (; u + 2 <= u1; u += 2) cells<2>(t, b, u);
+    if (u < u1) cells<1>(t, b, u);
   }
 
   // dH[b, c0:c0+2L] <- da[t, b] @ W_hh[:, cols] + coef * dH + dy[t-1]   (grad of h_{t-1})
@@ -765,8 +848,7 @@ struct BwdLoop {
       split_range(NPH, p, np, ph0, ph1);
       const int64_t u0 = std::min<int64_t>(NU, ph0 * 2), u1 = std::min<int64_t>(NU, ph1 * 2);
       if (P > 0) dhc_phase(t, ph0, ph1);
-      for (int64_t u = u0; u < u1; ++u)
-        for (int64_t b = 0; b < B; ++b) cell(t, b, u);
+      for (int64_t b = 0; b < B; ++b) row_cells(t, b, u0, u1);  // rows outer: in memory order
       if ((np = team.sync(p)) <= p) return;  // da[t] complete
       if (P > 0) {
         split_range(NPR, p, np, pr0, pr1);

@@ -107,7 +107,9 @@ def save_tensors(path: Path | str, tensors: dict[str, torch.Tensor], metadata: d
     for k, v in tensors.items():
         v = v.detach().cpu()
         ptr = v.untyped_storage().data_ptr()
-        plain[k] = v.clone() if ptr in seen or not v.is_contiguous() else v  # tied weights are stored twice
+        if ptr in seen:  # tied weights are stored twice
+            v = v.clone(memory_format=torch.contiguous_format)
+        plain[k] = v.contiguous()
         seen.add(ptr)
     data = st_save(plain, metadata=metadata)
     atomic_write_bytes(path, data)

@@ -97,7 +97,9 @@ def load_run(run_dir: str | Path) -> Run:
     weights = path / "model.safetensors"
     if not weights.exists():
         raise RunError(f"{weights}: the model weights are missing; the run has not reached its first evaluation")
-    load_weights_into(model, weights)
+    from ..compress.loader import load_weights  # also rebuilds quantized and low-rank runs
+
+    load_weights(model, weights, cfg)
     model.eval()
     vocab = None
     if (path / "vocab.json").exists():

@@ -1,0 +1,116 @@
+"""Loading the weights of any run folder, compressed or not (the hook ``lstmkit.train.run`` calls).
+
+``load_weights(model, path, config)`` fills ``model`` from ``path`` (model.safetensors) given the run's
+config.json: quantized runs store int8/int4 codes and row scales, low-rank runs store the factors of
+each factorised matrix; both are rebuilt into the float weights the model has. Every other run
+(pruned, distilled, uncompressed) is an ordinary state_dict and loads as before. Reads safetensors
+only: nothing can execute code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..train.checkpoint import RunError, load_tensors
+
+
+def _fit(model: nn.Module, tensors: dict[str, Tensor], path: Path) -> None:
+    want = model.state_dict()
+    missing = sorted(set(want) - set(tensors))
+    extra = sorted(set(tensors) - set(want))
+    if missing or extra:
+        what = f"missing {missing[0]!r}" if missing else f"unexpected {extra[0]!r}"
+        raise RunError(
+            f"{path}: the weights do not fit the model in config.json ({what}); the file is from another run"
+        )
+    for k, v in tensors.items():
+        if tuple(v.shape) != tuple(want[k].shape):
+            raise RunError(
+                f"{path}: weight {k!r} has shape {tuple(v.shape)} but the model needs {tuple(want[k].shape)}"
+            )
+        if not v.dtype.is_floating_point:
+            raise RunError(f"{path}: weight {k!r} has dtype {v.dtype}, expected floating point")
+    model.load_state_dict({k: v.to(want[k].dtype) for k, v in tensors.items()})
+
+
+def load_weights(model: nn.Module, path: str | Path, config: Any) -> None:
+    """Fill ``model`` from the run's model.safetensors ``path``; ``config`` is its config.json (a dict)."""
+    path = Path(path)
+    comp = config.get("compress") if isinstance(config, dict) else None
+    method = comp.get("method") if isinstance(comp, dict) else None
+    if method not in ("quantize", "lowrank"):
+        from ..train.run import load_weights_into
+
+        load_weights_into(model, path)
+        return
+    assert isinstance(comp, dict)
+    where = str(path)
+    tensors, _ = load_tensors(path, "the model weights")
+    want = model.state_dict()
+    try:
+        if method == "quantize":
+            from .quantize import dequantize_saved
+
+            names, bits = comp.get("quantized"), comp.get("bits")
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or bits not in (8, 4):
+                raise RunError(
+                    f"{path.parent / 'config.json'}: field 'compress' needs 'quantized' names and bits 8 or 4"
+                )
+            dense = dequantize_saved(tensors, names, int(bits), where)
+            for n in names:  # int4 unpacks to an even number of columns
+                if n in want and dense[n].dim() == 2 and dense[n].shape[1] > want[n].shape[1]:
+                    dense[n] = dense[n][:, : want[n].shape[1]].contiguous()
+        else:
+            from .lowrank import dense_from_factors
+
+            dense = dense_from_factors(tensors, comp, where)
+    except RunError:
+        raise
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    _fit(model, dense, path)
+
+
+def weights_on_disk(run_dir: str | Path) -> int:
+    """Bytes of the run's model.safetensors."""
+    return (Path(run_dir) / "model.safetensors").stat().st_size
+
+
+def load_any_run(run_dir: str | Path) -> Any:
+    """:func:`lstmkit.train.load_run` for every run folder, compressed ones included.
+
+    Once ``lstmkit.train.run.load_run`` calls :func:`load_weights` (the one-line hook) this is the
+    same as ``load_run``; until then it rebuilds quantized and low-rank runs itself."""
+    from ..models import ModelConfig, SequenceModel
+    from ..train.checkpoint import read_json
+    from ..train.loop import config_from_json
+    from ..train.run import Run, load_run
+
+    path = Path(run_dir)
+    cfg = read_json(path / "config.json", "the run's config") if (path / "config.json").exists() else None
+    comp = cfg.get("compress") if isinstance(cfg, dict) else None
+    if not isinstance(comp, dict) or comp.get("method") not in ("quantize", "lowrank"):
+        return load_run(path)
+    assert isinstance(cfg, dict)
+    tcfg = config_from_json(cfg, path)
+    try:
+        mcfg = ModelConfig.from_dict(cfg["model"])
+    except (TypeError, ValueError) as e:
+        raise RunError(f"{path / 'config.json'}: field 'model': {e}") from None
+    model = SequenceModel(mcfg)
+    load_weights(model, path / "model.safetensors", cfg)
+    model.eval()
+    vocab = None
+    if (path / "vocab.json").exists():
+        v = read_json(path / "vocab.json", "the vocabulary")
+        if not isinstance(v, dict) or not isinstance(v.get("tokens"), list):
+            raise RunError(f"{path / 'vocab.json'}: field 'tokens' must be a list of strings")
+        vocab = [str(t) for t in v["tokens"]]
+    norm = read_json(path / "normaliser.json", "the normaliser") if (path / "normaliser.json").exists() else None
+    return Run(path, cfg, tcfg, mcfg, model, vocab, norm)
+
+
+__all__ = ["load_any_run", "load_weights", "weights_on_disk"]

@@ -1,0 +1,53 @@
+"""``python -m lstmkit.runtime BUNDLE [--tokens "w1 w2 …" | --input-json FILE]``: check a bundle, run it.
+
+Prints the model's shape and, with an input, the output as JSON. Exit status 2 with one line on
+stderr for a missing, truncated or changed bundle or bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from .model import load
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lstmkit.runtime", description="run an exported lstmkit model")
+    p.add_argument("bundle")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--tokens", help="space-separated tokens of the model's vocabulary (one sequence)")
+    src.add_argument("--input-json", help="a JSON file holding x: ids (B, T) or features (B, T, I)")
+    args = p.parse_args(argv)
+    try:
+        m = load(args.bundle)
+        kind = "int8/int4" if m.quantized else "float32"
+        print(f"{args.bundle}: {m.input_type} input, {m.num_layers}x{m.hidden_size} LSTM, target {m.target}, {kind}")
+        x = None
+        if args.tokens is not None:
+            if m.vocab is None:
+                raise ValueError("the model has no vocabulary; give --input-json with ids or features")
+            index = {t: i for i, t in enumerate(m.vocab)}
+            unknown = [t for t in args.tokens.split() if t not in index]
+            if unknown:
+                raise ValueError(f"token {unknown[0]!r} is not in the model's vocabulary")
+            x = np.array([[index[t] for t in args.tokens.split()]], dtype=np.int64)
+        elif args.input_json is not None:
+            with open(args.input_json, encoding="utf-8") as f:
+                raw = json.load(f)
+            x = np.array(raw, dtype=np.int64 if m.input_type == "tokens" else np.float32)
+        if x is not None:
+            print(json.dumps(np.asarray(m.run(x)).tolist()))
+    except (ValueError, OSError) as e:
+        lines = str(e).strip().splitlines()
+        print(f"lstmkit.runtime: error: {lines[0] if lines else type(e).__name__}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""The NumPy runtime: against the torch model, float32 and int8/int4, whole sequence and streaming, and
+in a subprocess where importing torch fails."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from test_compress import make_run
+
+import lstmkit
+import lstmkit.runtime as rt
+from lstmkit.compress import compress, load_any_run
+from lstmkit.export import export_runtime
+from lstmkit.models import ModelConfig, SequenceModel
+
+RUNTIME_DIR = Path(rt.__file__).parent
+
+
+def _model(target: str, variants: dict[str, Any], layers: int = 2, proj: int = 0, tokens: bool = True) -> SequenceModel:
+    cfg = ModelConfig(
+        input_type="tokens" if tokens else "vector",
+        input_size=11,
+        output_size=5,
+        target=target,
+        hidden_size=7,
+        num_layers=layers,
+        embedding_size=6,
+        variants=variants,
+        proj_size=proj,
+    )
+    m = SequenceModel(cfg).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.4)
+    return m
+
+
+VARIANTS = [
+    {},
+    {"peephole": True},
+    {"coupled": True},
+    {"layer_norm": True},
+    {"zoneout": (0.1, 0.3)},
+    {"peephole": True, "layer_norm": True, "zoneout": 0.2},
+]
+
+
+@pytest.mark.parametrize("variants", VARIANTS, ids=lambda v: "+".join(v) or "plain")
+@pytest.mark.parametrize("target", ["class_last", "class_steps"])
+def test_runtime_matches_torch(tmp_path: Path, variants: dict[str, Any], target: str):
+    m = _model(target, variants, proj=3 if "peephole" in variants else 0)
+    export_runtime(m, tmp_path / "b")
+    model = rt.load(tmp_path / "b")
+    x = torch.randint(0, 11, (4, 9))
+    h0, c0 = torch.randn(2, 4, 3 if "peephole" in variants else 7) * 0.5, torch.randn(2, 4, 7) * 0.5
+    with torch.no_grad():
+        y, (hn, cn) = m(x, state=(h0, c0), return_state=True)
+    got, (gh, gc) = model.run(x.numpy(), state=(h0.numpy(), c0.numpy()), return_state=True)
+    np.testing.assert_allclose(got, y.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gh, hn.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gc, cn.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_streaming_equals_torch_prefixes(tmp_path: Path):
+    m = _model("class_last", {"peephole": True})
+    export_runtime(m, tmp_path / "b")
+    stream = rt.load(tmp_path / "b").stream(batch_size=3)
+    x = torch.randint(0, 11, (3, 6))
+    for t in range(6):
+        y_t = stream.step(x[:, t].numpy())
+        with torch.no_grad():
+            want = m(x[:, : t + 1])  # the prediction if the story ended at step t
+        np.testing.assert_allclose(y_t, want.numpy(), rtol=1e-4, atol=1e-5)
+    stream.reset()
+    np.testing.assert_allclose(stream.step(x[:, 0].numpy()), m(x[:, :1]).detach().numpy(), rtol=1e-4, atol=1e-5)
+    single = rt.load(tmp_path / "b").stream()
+    assert single.step(np.int64(3)).shape == (5,)
+
+
+def test_vector_input_with_lengths_and_unbatched(tmp_path: Path):
+    m = _model("regress_last", {}, layers=1, tokens=False)
+    export_runtime(m, tmp_path / "b")
+    model = rt.load(tmp_path / "b")
+    x = torch.randn(3, 8, 11)
+    lengths = torch.tensor([8, 3, 1])
+    with torch.no_grad():
+        want = m(x, lengths)
+    np.testing.assert_allclose(model.run(x.numpy(), lengths=lengths.numpy()), want.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.run(x[1].numpy()), m(x[1:2]).detach().numpy()[0], rtol=1e-4, atol=1e-5)
+
+
+def test_bidirectional_bare_lstm(tmp_path: Path):
+    lstm = lstmkit.LSTM(4, 5, 2, bidirectional=True).eval()
+    export_runtime(lstm, tmp_path / "b")
+    model = rt.load(tmp_path / "b")
+    x = torch.randn(7, 2, 4)
+    with torch.no_grad():
+        y, _ = lstm(x)
+    np.testing.assert_allclose(model.run(x.numpy()), y.numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="bidirectional"):
+        model.stream()
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantized_bundle_matches_the_quantized_run(tmp_path: Path, bits: int):
+    run = make_run(tmp_path / "r", hidden=16)
+    compress(run, "quantize", tmp_path / "q", bits=bits, evaluate=False)
+    export_runtime(tmp_path / "q", tmp_path / "b")  # the run's own bits
+    man = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert man["quantized"]["rnn.weight_hh_l0"]["bits"] == bits
+    assert man["tensors"]["rnn.weight_hh_l0.q"]["dtype"] == ("int8" if bits == 8 else "uint8")
+    model = rt.load(tmp_path / "b")
+    assert model.quantized
+    q = load_any_run(tmp_path / "q")
+    batch = q.task.eval_batches("val", 32)[0]
+    with torch.no_grad():
+        want = q.model(batch.x, batch.lengths)
+    np.testing.assert_allclose(model.run(batch.x.numpy()), want.numpy(), rtol=1e-4, atol=1e-5)
+    fast = rt.load(tmp_path / "b", fast=True)
+    np.testing.assert_allclose(fast.run(batch.x.numpy()), want.numpy(), rtol=1e-4, atol=1e-5)
+    f32 = export_runtime(run, tmp_path / "f")
+    assert (f32 / "weights.bin").stat().st_size > (tmp_path / "b" / "weights.bin").stat().st_size * (
+        2 if bits == 8 else 3
+    )
+
+
+def test_tampered_and_truncated_bundles(tmp_path: Path):
+    export_runtime(_model("class_last", {}), tmp_path / "b")
+    w = tmp_path / "b" / "weights.bin"
+    good = w.read_bytes()
+    w.write_bytes(good[:-10])
+    with pytest.raises(rt.BundleError, match="truncated"):
+        rt.load(tmp_path / "b")
+    w.write_bytes(good[:100] + bytes([good[100] ^ 1]) + good[101:])
+    with pytest.raises(rt.BundleError, match="checksum") as e:
+        rt.load(tmp_path / "b")
+    assert "\n" not in str(e.value) and isinstance(e.value, ValueError)
+    w.write_bytes(good)
+    man = tmp_path / "b" / "manifest.json"
+    text = man.read_text()
+    man.write_text(text[: len(text) // 2])
+    with pytest.raises(rt.BundleError, match="not valid JSON"):
+        rt.load(tmp_path / "b")
+    d = json.loads(text)
+    d["tensors"]["rnn.weight_hh_l0"]["shape"] = [28, 8]
+    man.write_text(json.dumps(d))
+    with pytest.raises(rt.BundleError, match="do not hold"):
+        rt.load(tmp_path / "b")
+    with pytest.raises(rt.BundleError, match="no such folder"):
+        rt.load(tmp_path / "nothing")
+
+
+TORCH_FREE = r"""
+import importlib, importlib.abc, importlib.util, json, sys
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch.") or name == "lstmkit" or name.startswith("lstmkit."):
+            raise ImportError(f"{name} is not available on this device")
+        return None
+
+sys.meta_path.insert(0, NoTorch())
+try:
+    import torch  # noqa
+    raise SystemExit("torch imported")
+except ImportError:
+    pass
+runtime_dir, bundle, x_file, out_file = sys.argv[1:5]
+init = runtime_dir + "/__init__.py"
+spec = importlib.util.spec_from_file_location("rt", init, submodule_search_locations=[runtime_dir])
+rt = importlib.util.module_from_spec(spec)
+sys.modules["rt"] = rt
+spec.loader.exec_module(rt)
+import numpy as np
+x = np.load(x_file, allow_pickle=False)
+m = rt.load(bundle)
+y = m.run(x)
+s = m.stream(batch_size=x.shape[0])
+steps = np.stack([s.step(x[:, t]) for t in range(x.shape[1])], axis=1)
+np.savez(out_file, y=y, steps=steps)
+main = importlib.import_module("rt.__main__").main
+code = main([bundle + "_missing"])
+assert not any(k == "torch" or k.startswith("torch.") for k in sys.modules), "torch got imported"
+print(json.dumps({"cli_missing": code}))
+"""
+
+
+def test_runtime_runs_where_torch_cannot_be_imported(tmp_path: Path):
+    m = _model("class_steps", {"peephole": True})
+    export_runtime(m, tmp_path / "b", bits=8)
+    x = torch.randint(0, 11, (2, 7))
+    np.save(tmp_path / "x.npy", x.numpy())
+    script = tmp_path / "torch_free.py"
+    script.write_text(TORCH_FREE)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(RUNTIME_DIR),
+            str(tmp_path / "b"),
+            str(tmp_path / "x.npy"),
+            str(tmp_path / "out.npz"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"cli_missing": 2}
+    assert "lstmkit.runtime: error:" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    got = np.load(tmp_path / "out.npz", allow_pickle=False)
+    # oracle: the torch model with the same int8 weights (quantized by the compress path)
+    from lstmkit.compress.quantize import quantize_state
+
+    _, deq, _ = quantize_state(m.state_dict(), 8)
+    mq = SequenceModel(m.cfg).eval()
+    mq.load_state_dict(deq)
+    with torch.no_grad():
+        want = mq(x).numpy()
+    np.testing.assert_allclose(got["y"], want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["steps"], want, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        assert np.abs(got["y"] - m(x).numpy()).max() < 0.05  # and int8 stays close to float32
+
+
+def test_cli_export_runtime(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from lstmkit.cli import main
+
+    run = make_run(tmp_path / "r", variants={"layer_norm": True})  # ONNX refuses it; the runtime runs it
+    assert main(["export", str(run), "--format", "runtime", "--out", str(tmp_path / "b"), "--bits", "8"]) == 0
+    r = load_any_run(run)
+    batch = r.task.eval_batches("val", 8)[0]
+    with torch.no_grad():
+        want = r.model(batch.x, batch.lengths).numpy()
+    assert np.abs(rt.load(tmp_path / "b").run(batch.x.numpy()) - want).max() < 0.05
+    assert main(["export", str(run), "--format", "onnx", "--bits", "8", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "--bits applies to --format runtime" in capsys.readouterr().err
