@@ -12,28 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
 from ..train.checkpoint import RunError, load_tensors
-
-
-def _fit(model: nn.Module, tensors: dict[str, Tensor], path: Path) -> None:
-    want = model.state_dict()
-    missing = sorted(set(want) - set(tensors))
-    extra = sorted(set(tensors) - set(want))
-    if missing or extra:
-        what = f"missing {missing[0]!r}" if missing else f"unexpected {extra[0]!r}"
-        raise RunError(
-            f"{path}: the weights do not fit the model in config.json ({what}); the file is from another run"
-        )
-    for k, v in tensors.items():
-        if tuple(v.shape) != tuple(want[k].shape):
-            raise RunError(
-                f"{path}: weight {k!r} has shape {tuple(v.shape)} but the model needs {tuple(want[k].shape)}"
-            )
-        if not v.dtype.is_floating_point:
-            raise RunError(f"{path}: weight {k!r} has dtype {v.dtype}, expected floating point")
-    model.load_state_dict({k: v.to(want[k].dtype) for k, v in tensors.items()})
+from ..train.run import fit_weights
 
 
 def load_weights(model: nn.Module, path: str | Path, config: Any) -> None:
@@ -71,7 +53,7 @@ def load_weights(model: nn.Module, path: str | Path, config: Any) -> None:
         raise
     except ValueError as e:
         raise RunError(str(e)) from None
-    _fit(model, dense, path)
+    fit_weights(model, dense, path)
 
 
 def weights_on_disk(run_dir: str | Path) -> int:

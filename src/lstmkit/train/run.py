@@ -22,6 +22,11 @@ from .loop import TrainConfig, config_from_json, evaluate_model
 
 def load_weights_into(model: torch.nn.Module, path: Path) -> None:
     tensors, _ = load_tensors(path, "the model weights")
+    fit_weights(model, tensors, path)
+
+
+def fit_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Load ``tensors`` into ``model`` after checking names, shapes and dtypes (errors name ``path``)."""
     want = model.state_dict()
     missing = sorted(set(want) - set(tensors))
     extra = sorted(set(tensors) - set(want))
