@@ -9,6 +9,7 @@ leaves run folders (checkpoint, metrics, plots, and the explorer page with its m
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -41,8 +42,12 @@ def run_demo(out: str | Path = "runs/demo", budget: float = 60.0, progress: bool
     if budget <= 0:
         raise ValueError(f"--budget must be a positive number of seconds, got {budget}")
     for arch in ("lstm", "rnn"):
-        if (out / arch / "train_state.json").exists():
-            raise ValueError(f"{out / arch} already holds a run; remove it or choose another --out")
+        old = out / arch
+        if old.exists():
+            cfg = old / "config.json"
+            if not cfg.exists() or '"mystery"' not in cfg.read_text(encoding="utf-8", errors="replace"):
+                raise ValueError(f"{old} exists and is not a demo run; remove it or choose another --out")
+            shutil.rmtree(old)  # a previous demo's run: the demo starts from scratch each time
 
     def say(text: str) -> None:
         print(text, flush=True)
