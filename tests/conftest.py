@@ -26,3 +26,12 @@ def backends() -> list[str]:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def tiny_mystery_args(hidden: int = 16, embedding: int = 8, batch: int = 8, **options: object) -> list[str]:
+    """Command-line options for a mystery run that trains in seconds (tests share it)."""
+    args = "--length 20 --suspects 4 --red-herrings 1 --n-val 32 --n-test 32 --quiet".split()
+    args += ["--hidden-size", str(hidden), "--embedding-size", str(embedding), "--batch-size", str(batch)]
+    for k, v in options.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    return args

@@ -11,30 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import tiny_mystery_args
 
 from lstmkit.cli import main
 
-TINY = [
-    "--length",
-    "20",
-    "--suspects",
-    "4",
-    "--red-herrings",
-    "1",
-    "--n-val",
-    "32",
-    "--n-test",
-    "32",
-    "--hidden-size",
-    "8",
-    "--embedding-size",
-    "4",
-    "--batch-size",
-    "4",
-    "--eval-every",
-    "5",
-    "--quiet",
-]
+TINY = [*tiny_mystery_args(hidden=8, embedding=4, batch=4), "--eval-every", "5"]
 
 
 def _err(capsys) -> str:

@@ -14,37 +14,13 @@ import time
 from pathlib import Path
 
 import torch
+from conftest import tiny_mystery_args
 from safetensors.torch import load_file
 
 from lstmkit.train import load_run
 from lstmkit.train.loop import load_checkpoint
 
-ARGS = [
-    "mystery",
-    "--length",
-    "20",
-    "--suspects",
-    "4",
-    "--red-herrings",
-    "1",
-    "--n-val",
-    "32",
-    "--n-test",
-    "32",
-    "--hidden-size",
-    "16",
-    "--embedding-size",
-    "8",
-    "--batch-size",
-    "8",
-    "--max-steps",
-    "200",
-    "--eval-every",
-    "4",
-    "--lr",
-    "0.005",
-    "--quiet",
-]
+ARGS = ["mystery", *tiny_mystery_args(max_steps=200, eval_every=4, lr=0.005)]
 ENV = {**os.environ, "LSTMKIT_NO_KERNELS": "1", "OMP_NUM_THREADS": "1"}
 
 

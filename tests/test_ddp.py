@@ -8,35 +8,12 @@ import subprocess
 import sys
 
 import torch
+from conftest import tiny_mystery_args
 from safetensors.torch import load_file
 
 from lstmkit.train import TrainConfig, train
 
-ARGS = [
-    "--length",
-    "20",
-    "--suspects",
-    "4",
-    "--red-herrings",
-    "1",
-    "--n-val",
-    "32",
-    "--n-test",
-    "32",
-    "--hidden-size",
-    "16",
-    "--embedding-size",
-    "8",
-    "--batch-size",
-    "8",
-    "--max-steps",
-    "12",
-    "--eval-every",
-    "6",
-    "--lr",
-    "0.005",
-    "--quiet",
-]
+ARGS = tiny_mystery_args(max_steps=12, eval_every=6, lr=0.005)
 
 
 def test_two_processes_match_one(tmp_path):
