@@ -77,7 +77,8 @@ def mystery_hard(b: Bench) -> None:
     for arch in ("lstm", "gru", "rnn"):
         b.run(f"mystery-T400-{arch}", TrainConfig(
             task="mystery", task_params={"T": 400, "suspects": 6, "red_herrings": 3}, arch=arch, hidden_size=64,
-            lr=3e-3, max_steps=1500, eval_every=100, patience=0), note="equal budget: 1500 steps of 32 stories")
+            lr=3e-3, max_steps=100_000, max_time=150, eval_every=100, patience=0),
+            note="equal budget: 150 s of CPU each")
 
 
 def reber(b: Bench) -> None:
@@ -94,12 +95,12 @@ def temporal(b: Bench) -> None:
 def adding(b: Bench) -> None:
     lstm = b.run("adding-T200-lstm", TrainConfig(
         task="adding", task_params={"T": 200}, hidden_size=128, batch_size=50, lr=1e-3, clip=1.0,
-        max_steps=10000, eval_every=200, patience=0, target=0.005, weight_decay=0.0),
-        note="modern form; Adam(W) 1e-3, batch 50, forget bias 1, grad-norm clip 1")
+        max_steps=20_000, max_time=900, eval_every=200, patience=0, target=0.005, weight_decay=0.0),
+        note="modern form; AdamW 1e-3 (no decay), batch 50, forget bias 1, grad-norm clip 1; stops at MSE 0.005")
     b.run("adding-T200-rnn", TrainConfig(
         task="adding", task_params={"T": 200}, arch="rnn", hidden_size=128, batch_size=50, lr=1e-3, clip=1.0,
-        max_steps=max(200, lstm["steps"]), eval_every=200, patience=0, weight_decay=0.0),
-        note="same number of steps as the LSTM run")
+        max_steps=20_000, max_time=max(60.0, lstm["seconds"]), eval_every=200, patience=0, weight_decay=0.0),
+        note="the same CPU time as the LSTM run")
 
 
 def sweep(b: Bench) -> None:
@@ -109,7 +110,8 @@ def sweep(b: Bench) -> None:
         for arch in ("rnn", "gru", "lstm"):
             r = b.run(f"sweep-mystery-T{T}-{arch}", TrainConfig(
                 task="mystery", task_params={"T": T, "suspects": 4, "red_herrings": 2}, arch=arch, hidden_size=64,
-                lr=3e-3, max_steps=800, eval_every=100, patience=0), note="lag sweep: 800 steps each")
+                lr=3e-3, max_steps=100_000, max_time=45, eval_every=100, patience=0),
+                note="lag sweep: 45 s of CPU each")
             rows.append((T, arch, r["test"]["accuracy"]))
     import matplotlib
 
@@ -124,7 +126,7 @@ def sweep(b: Bench) -> None:
     ax.set_xticks(lags, [str(x) for x in lags])
     ax.set_xlabel("story length T (lag from first clue to the question)")
     ax.set_ylabel("test accuracy")
-    ax.set_title("mystery: how far back each remembers (800 steps each)")
+    ax.set_title("mystery: how far back each remembers (45 s of CPU each)")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.savefig(b.out / "lag_sweep.png", dpi=110, bbox_inches="tight")
