@@ -301,7 +301,14 @@ class FusedStream:
 
     def step(self, x_t: torch.Tensor) -> torch.Tensor:
         """One step: x_t (B, I) or (I,) -> h_t of the last layer (B, R) or (R,)."""
-        return self._impl.step(x_t)  # type: ignore[no-any-return]
+        try:
+            return self._impl.step(x_t)  # type: ignore[no-any-return]
+        except (RuntimeError, TypeError) as e:  # the C++ side checks; say it as the documented ValueError
+            got = tuple(x_t.shape) if isinstance(x_t, torch.Tensor) else type(x_t).__name__
+            one = f" or ({self.input_size},)" if self.batch_size == 1 else ""
+            raise ValueError(
+                f"LSTM.stream: expected x_t of shape ({self.batch_size}, {self.input_size}){one}, got {got} ({e})"
+            ) from None
 
     def reset(self) -> None:
         """Set h and c of every layer to zeros."""
