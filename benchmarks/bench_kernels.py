@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
 import statistics
 import sys
 import time
@@ -32,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from lstmkit import kernels as K  # noqa: E402
+from lstmkit.bench import machine as cpu_description  # noqa: E402
 
 TRAIN = {
     "train-mid": (100, 32, 128, 256),
@@ -42,19 +42,7 @@ STREAM = {"stream-small": (1, 64, 128), "stream-large": (1, 256, 512)}
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, kernels: {K.build_info()}"
-    )
+    return f"{cpu_description()}, {os.cpu_count()} logical CPUs, kernels: {K.build_info()}"
 
 
 def timed(fns: dict[str, Callable[[], object]], rounds: int, inner: int = 1) -> dict[str, float]:

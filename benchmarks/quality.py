@@ -13,28 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from lstmkit.bench import machine
 from lstmkit.train import TrainConfig, train
-
-
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 class Bench:
