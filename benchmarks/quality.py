@@ -112,6 +112,7 @@ def sweep(b: Bench) -> None:
     ax.axhline(1 / 3, ls="--", c="grey", label="chance (1/3)")
     ax.set_xscale("log")
     ax.set_xticks(lags, [str(x) for x in lags])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("story length T (lag from first clue to the question)")
     ax.set_ylabel("test accuracy")
     ax.set_title("mystery: how far back each remembers (45 s of CPU each)")
@@ -131,12 +132,33 @@ EXPERIMENTS = {"mystery": mystery, "reber": reber, "temporal": temporal, "sweep"
                "mystery-hard": mystery_hard, "adding": adding, "shakespeare": shakespeare}
 
 
+def table(out: Path) -> str:
+    """The newest result of every run in OUT/quality.jsonl as a Markdown table."""
+    latest: dict[str, dict[str, Any]] = {}
+    for line in (out / "quality.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        latest[r["name"]] = r
+    rows = ["| run | arch | budget | steps | seconds | test | baseline | note |", "|---|---|---|---|---|---|---|---|"]
+    for r in latest.values():
+        b = r["budget"]
+        budget = f"{b['max_time']:.0f} s" if b.get("max_time") else f"{b['max_steps']} steps"
+        test = ", ".join(f"{k} {v:.4g}" for k, v in r["test"].items())
+        base = ", ".join(f"{k} {v:.3g}" for k, v in r["baseline"].items())
+        rows.append(f"| {r['name']} | {r['arch']} | {budget} | {r['steps']} | {r['seconds']:.0f} | {test} | {base} "
+                    f"| {r.get('note', '')} ({r['stopped']}) |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiments", nargs="*", help=f"any of {', '.join(EXPERIMENTS)} (default: all)")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run of the script")
+    p.add_argument("--table", action="store_true", help="print the newest results as a Markdown table and exit")
     a = p.parse_args(argv)
+    if a.table:
+        print(table(Path(a.out)))
+        return 0
     unknown = [e for e in a.experiments if e not in EXPERIMENTS]
     if unknown:
         p.error(f"unknown experiment {unknown[0]!r}; choose from {', '.join(EXPERIMENTS)}")
