@@ -93,31 +93,19 @@ def make_stream(lstm: LSTM, batch_size: int) -> Any:
 
 
 def _fused_stream(lstm: LSTM, batch_size: int) -> Any:
-    if lstm.requested_backend == "reference" or lstm._v.any_variant and not _kernel_stream_variants():
-        return None
+    """The compiled stream where the kernels cover this configuration (weight drop needs no
+    support: a stream is inference, where it is off), else None."""
     p = next(lstm.parameters())
-    if p.device.type != "cpu":
+    if lstm.requested_backend == "reference" or p.device.type != "cpu":
         return None
     try:
         from .. import kernels
     except ImportError:
         return None
-    if not hasattr(kernels, "FusedStream") or lstm._v.any_variant:
-        return None
-    if (
-        not kernels.supports(
-            dtype=p.dtype,
-            device=p.device,
-            peephole=False,
-            layer_norm=False,
-            coupled=False,
-            zoneout=False,
-            proj=lstm.proj_size > 0,
-            lengths=False,
-            requires_grad=False,
-        )
-        or not kernels.available()
-    ):
+    o = lstm._v.opts
+    if not kernels.stream_supports(
+        dtype=p.dtype, peephole=o.peephole, layer_norm=o.layer_norm, coupled=o.coupled, zoneout=lstm._v.has_zoneout
+    ) or not kernels.available():
         return None
     layers = []
     for k in range(lstm.num_layers):
@@ -131,9 +119,4 @@ def _fused_stream(lstm: LSTM, batch_size: int) -> Any:
         if lstm.proj_size > 0:
             d["w_hr"] = getattr(lstm, f"weight_hr_l{k}").detach()
         layers.append(d)
-    stream = kernels.FusedStream(layers, batch_size, proj=lstm.proj_size > 0)
-    return stream
-
-
-def _kernel_stream_variants() -> bool:
-    return False
+    return kernels.FusedStream(layers, batch_size, proj=lstm.proj_size > 0)
