@@ -48,6 +48,8 @@ def test_bias_false_default_forget_bias_is_fine():
         (lambda: torch.randn(2, 3, 4, 5), "expected input of 3 dimensions"),
         (lambda: torch.randn(5), "expected input of 3 dimensions"),
         (lambda: torch.randn(5, 3, 7), "expected input with 4 features"),
+        (lambda: torch.randn(0, 3, 4), "the input has 0 steps"),
+        (lambda: torch.randn(0, 4), "the input has 0 steps"),
     ],
 )
 def test_bad_input_shape(make_x, words):

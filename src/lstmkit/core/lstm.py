@@ -425,6 +425,11 @@ class LSTM(nn.Module):
             _check_features(owner, input, self.input_size)
             _check_dtype_device(owner, "input", input, dtype, device)
             unbatched = input.dim() == 2
+            steps = input.shape[1] if self.batch_first and not unbatched else input.shape[0]
+            if steps == 0:
+                raise ValueError(
+                    f"{owner}: the input has 0 steps (shape {tuple(input.shape)}); give at least one step"
+                )
             data = input
             if unbatched:
                 batch = 1
