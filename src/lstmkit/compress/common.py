@@ -57,6 +57,17 @@ def compress_info(src: Run) -> dict[str, Any] | None:
     return c if isinstance(c, dict) else None
 
 
+def float_lstm_source(run: Any, method: str, verb: str) -> Run:
+    """The run to ``verb`` (prune, factorise): an LSTM run with float weights, else a one-line error."""
+    src = as_run(run)
+    prev = compress_info(src)
+    if prev is not None and prev.get("method") == "quantize":
+        raise ValueError(f"{method}: {src.path} is quantized; {verb} its source run {prev.get('source')} first")
+    if src.model_config.arch != "lstm":
+        raise ValueError(f"{method}: needs an LSTM run, {src.path} has arch {src.model_config.arch!r}")
+    return src
+
+
 def write_run(
     src: Run,
     out: Path,

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..models import SequenceModel
-from .common import as_run, check_out, compress_info, count_params, finetune, write_run
+from .common import check_out, count_params, finetune, float_lstm_source, write_run
 
 
 def energy_rank(s: Tensor, energy: float) -> int:
@@ -94,12 +94,7 @@ def lowrank_run(
     """Factorise W_ih and W_hh of ``run`` (``rank`` or ``energy``), fine-tune ``steps`` steps, write ``out``."""
     if (rank is None) == (energy is None):
         raise ValueError("lowrank: give exactly one of --rank and --energy")
-    src = as_run(run)
-    prev = compress_info(src)
-    if prev is not None and prev.get("method") == "quantize":
-        raise ValueError(f"lowrank: {src.path} is quantized; factorise its source run {prev.get('source')} first")
-    if src.model_config.arch != "lstm":
-        raise ValueError(f"lowrank: needs an LSTM run, {src.path} has arch {src.model_config.arch!r}")
+    src = float_lstm_source(run, "lowrank", "factorise")
     out = check_out(src, out)
     model = SequenceModel(src.model_config)
     model.load_state_dict(src.model.state_dict())

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from ..models import SequenceModel
-from .common import as_run, check_out, compress_info, count_params, finetune, write_run
+from .common import check_out, count_params, finetune, float_lstm_source, write_run
 
 
 def check_sparsity(sparsity: Any) -> float:
@@ -94,12 +94,7 @@ def prune_run(
     (the fraction of hidden units to remove, structured, then fine-tuning)."""
     if (sparsity is None) == (units is None):
         raise ValueError("prune: give exactly one of --sparsity (unstructured) and --units (structured)")
-    src = as_run(run)
-    prev = compress_info(src)
-    if prev is not None and prev.get("method") == "quantize":
-        raise ValueError(f"prune: {src.path} is quantized; prune its source run {prev.get('source')} first")
-    if src.model_config.arch != "lstm":
-        raise ValueError(f"prune: needs an LSTM run, {src.path} has arch {src.model_config.arch!r}")
+    src = float_lstm_source(run, "prune", "prune")
     out = check_out(src, out)
     bs = batch_size or src.train_config.batch_size
     before = count_params(src.model)
