@@ -353,10 +353,13 @@ class LSTM(nn.Module):
                     "is set; use backend='auto' or 'reference'"
                 )
             return "torch"
-        # torch's CPU LSTM (oneDNN) cannot run under bfloat16 autocast on CPUs without native bf16;
-        # the reference path runs there (its matmuls autocast, its pointwise math stays in float32)
+        # torch's CPU LSTM (oneDNN) cannot run under bfloat16 autocast on CPUs without native bf16, and
+        # the fused kernels take float32/float64 only: the reference path runs there (its matmuls
+        # autocast, its pointwise math follows)
         cpu_autocast = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
-        if req == "auto" and plain and not traced and not cpu_autocast:
+        if req == "auto" and cpu_autocast:
+            return "reference"
+        if req == "auto" and plain and not traced:
             return "torch"
         fused_ok = self._fused_supported(x, packed)
         if req == "fused":
@@ -367,7 +370,7 @@ class LSTM(nn.Module):
         return "fused" if fused_ok else "reference"
 
     def _fused_supported(self, x: Tensor, packed: bool) -> bool:
-        if x.device.type != "cpu":
+        if x.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
             return False
         try:
             from .. import kernels
