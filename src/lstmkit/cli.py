@@ -178,7 +178,10 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from .compress import compress
 
     opts: dict[str, Any] = {}
-    names = "bits sparsity units score rank energy steps lr batch_size seed hidden_size num_layers alpha temperature"
+    names = (
+        "bits activations sparsity units score rank energy steps lr batch_size seed hidden_size num_layers alpha "
+        "temperature"
+    )
     for name in names.split():
         v = getattr(args, name, None)
         if v is not None:
@@ -312,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--method", required=True, choices=("quantize", "prune", "lowrank", "distill"))
     c.add_argument("--out", required=True, help="the new run folder")
     c.add_argument("--bits", type=int, choices=(8, 4), help="quantize: 8 (default) or 4 bits per weight")
+    c.add_argument(
+        "--activations",
+        choices=("auto", "int8", "float"),
+        help="quantize --bits 8: code the LSTM's matrix inputs to int8 too and run the int8 kernel (int8), keep "
+        "them float (float), or decide on the validation split (auto, the default)",
+    )
     c.add_argument("--sparsity", type=float, help="prune: fraction of weights set to 0, in [0, 1) (unstructured)")
     c.add_argument("--units", type=float, help="prune: fraction of hidden units removed, in [0, 1) (structured)")
     c.add_argument("--score", choices=("weights", "activity"), help="prune --units: importance score of a unit")

@@ -54,6 +54,22 @@ def load_weights(model: nn.Module, path: str | Path, config: Any) -> None:
     except ValueError as e:
         raise RunError(str(e)) from None
     fit_weights(model, dense, path)
+    if method == "quantize" and comp.get("int8_kernel"):
+        _enable_int8(model, path)
+
+
+def _enable_int8(model: nn.Module, path: Path) -> None:
+    """Turn the int8 kernel on for a run quantized with it (float32 with a warning where it cannot run)."""
+    import warnings
+
+    rnn = getattr(model, "rnn", None)
+    use = getattr(rnn, "use_int8", None)
+    if use is None:
+        raise RunError(f"{path.parent / 'config.json'}: 'int8_kernel' is set but the model has no lstmkit LSTM")
+    try:
+        use()
+    except ValueError as e:
+        warnings.warn(f"{path.parent}: running float32 with the dequantized weights ({e})", stacklevel=3)
 
 
 def weights_on_disk(run_dir: str | Path) -> int:

@@ -7,6 +7,13 @@ peepholes, layer-norm gains, the activations and the cell stay float32, which is
 LSTM's quality (Distiller's word-LM went from perplexity 86.8 to 104.2 with int8 internals and back
 to 86.8 with the element-wise operations kept in higher precision).
 
+With int8, the LSTM can also run the int8 kernel (:meth:`lstmkit.LSTM.use_int8`), which codes the
+inputs of its two matrix products per step to int8 as well (the gates and the cell stay float32):
+faster, not only smaller. ``activations="auto"`` (the default) calibrates: it evaluates the
+validation split with float and with int8 matrix inputs and keeps the int8 kernel when its main
+metric is within ``INT8_TOLERANCE`` (relative) of the float-input model's; the run's config.json
+records the choice (``int8_kernel``) and both numbers, and the run loads with the kernel on.
+
 On disk (model.safetensors of the new run): ``<name>.q`` int8 (int4: uint8, two codes per byte)
 and ``<name>.scale`` float32 for each quantized matrix, the other tensors as before. In torch the
 run loads as the float model with weights q·s exactly (what ``evaluate`` runs); the NumPy runtime
@@ -74,10 +81,55 @@ def dequantize_saved(tensors: dict[str, Tensor], names: list[str], bits: int, wh
     return out
 
 
-def quantize_run(run: Any, out: str | Path, *, bits: int = 8, evaluate: bool = True) -> dict[str, Any]:
-    """Quantize the weights of ``run`` into the new run folder ``out``; returns its result.json."""
+INT8_TOLERANCE = 0.005  # relative change of the validation metric that int8 matrix inputs may cost
+
+
+def _int8_calibration(model: SequenceModel, task: Any, activations: str, bits: int) -> dict[str, Any]:
+    """Decide whether the run uses the int8 kernel; the numbers behind the decision."""
+    from ..core.lstm import LSTM
+    from ..train.loop import evaluate_model
+
+    if activations == "float":
+        return {"int8_kernel": False, "why": "--activations float"}
+    rnn = model.rnn
+    why = None
+    if bits != 8:
+        why = "the int8 kernel needs --bits 8"
+    elif not isinstance(rnn, LSTM):
+        why = f"the int8 kernel runs lstmkit's LSTM, this run's arch is {model.cfg.arch}"
+    else:
+        why = rnn._int8_unsupported()
+    if why is not None:
+        if activations == "int8":
+            raise ValueError(f"quantize: --activations int8 is not possible here: {why}")
+        return {"int8_kernel": False, "why": why}
+    assert isinstance(rnn, LSTM)
+    metric = task.main_metric
+    float_val = evaluate_model(model, task, "val", 256)[metric]
+    rnn.use_int8()
+    int8_val = evaluate_model(model, task, "val", 256)[metric]
+    rnn.use_int8(False)
+    worse = (float_val - int8_val) if task.higher_is_better else (int8_val - float_val)
+    ok = worse <= INT8_TOLERANCE * abs(float_val) + 1e-12
+    use = ok if activations == "auto" else True
+    return {
+        "int8_kernel": bool(use),
+        "calibration": {"metric": metric, "float_inputs": float_val, "int8_inputs": int8_val,
+                        "tolerance": INT8_TOLERANCE, "within": bool(ok)},
+    }  # fmt: skip
+
+
+def quantize_run(
+    run: Any, out: str | Path, *, bits: int = 8, activations: str = "auto", evaluate: bool = True
+) -> dict[str, Any]:
+    """Quantize the weights of ``run`` into the new run folder ``out``; returns its result.json.
+
+    ``activations``: "auto" (calibrate on the validation split), "int8" (always run the int8 kernel)
+    or "float" (weights only: the model runs float32 with the dequantized weights)."""
     if bits not in BITS:
         raise ValueError(f"quantize: --bits must be 8 or 4, got {bits!r}")
+    if activations not in ("auto", "int8", "float"):
+        raise ValueError(f"quantize: --activations must be auto, int8 or float, got {activations!r}")
     src = as_run(run)
     prev = compress_info(src)
     if prev is not None and prev.get("method") == "quantize":
@@ -91,6 +143,9 @@ def quantize_run(run: Any, out: str | Path, *, bits: int = 8, evaluate: bool = T
     model = SequenceModel(src.model_config)
     model.load_state_dict(deq)
     model.eval()
+    calib = _int8_calibration(model, src.task, activations, bits)
+    if calib["int8_kernel"]:
+        model.rnn.use_int8()  # type: ignore[operator]
     float_bytes = sum(t.numel() * 4 for t in state.values())
     q_bytes = sum(t.numel() * t.element_size() for t in saved.values())
     return write_run(
@@ -98,11 +153,11 @@ def quantize_run(run: Any, out: str | Path, *, bits: int = 8, evaluate: bool = T
         out,
         src.model_config,
         saved,
-        {"method": "quantize", "bits": bits, "quantized": names},
+        {"method": "quantize", "bits": bits, "quantized": names, **calib},
         model,
         evaluate,
         {"weight_bytes": q_bytes, "source_weight_bytes": float_bytes},
     )
 
 
-__all__ = ["dequantize_saved", "is_quantizable", "quantize_run", "quantize_state"]
+__all__ = ["INT8_TOLERANCE", "dequantize_saved", "is_quantizable", "quantize_run", "quantize_state"]

@@ -231,6 +231,8 @@ class LSTM(nn.Module):
         self.weight_drop = self._v.weight_drop
         self.requested_backend: str = backend
         self.backend: str | None = None
+        self._int8: dict[str, Any] | None = None  # set by use_int8()
+        self._int8_cache: dict[int, Any] = {}
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         H, P = self.hidden_size, self.proj_size
         real_h = P if P > 0 else H
@@ -284,6 +286,109 @@ class LSTM(nn.Module):
         sfx = f"_l{layer}" + ("_reverse" if d == 1 else "")
         return layer_weights(self, sfx, self.bias, self.proj_size > 0, self._v, training)
 
+    # ----------------------------------------------------------------- int8 inference
+    def use_int8(self, enable: bool = True) -> LSTM:
+        """Run inference (eval mode, no gradient, CPU float32, no traces) through the int8 kernel.
+
+        The weights are coded as :mod:`lstmkit.compress` codes them (int8 with one scale per
+        output row; the codes of a quantized run are reproduced exactly) and the inputs of the two
+        matrix products per step are coded on the fly (see :class:`lstmkit.kernels.Int8Stream`);
+        the gates and the cell stay float32. The float parameters are not changed: training, traces
+        and gradients run the float paths as before, and the codes follow later changes of the
+        weights. ``lstm.backend`` says ``"int8"`` when it ran; :meth:`stream` then gives the int8
+        stream. Needs the plain cell (no peephole, layer norm, coupled gates, zoneout), no
+        projection, one direction, float32, and the compiled kernels. Returns ``self``.
+        """
+        if not enable:
+            self._int8 = None
+            self._int8_cache = {}
+            return self
+        why = self._int8_unsupported()
+        if why is not None:
+            raise ValueError(f"LSTM.use_int8: {why}")
+        self._int8 = {"versions": None, "layers": None}
+        self._int8_cache = {}
+        self._int8_layers()
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_int8_cache"] = {}  # compiled runners are rebuilt on demand (they cannot be copied)
+        return state
+
+    @property
+    def int8_enabled(self) -> bool:
+        """True after :meth:`use_int8`: eligible inference calls run the int8 kernel."""
+        return getattr(self, "_int8", None) is not None
+
+    def _int8_unsupported(self) -> str | None:
+        if self._v.opts.peephole or self._v.opts.layer_norm or self._v.opts.coupled or self._v.has_zoneout:
+            return f"the int8 kernel runs only the plain cell, but {', '.join(self._v.names())} is set"
+        if self.proj_size > 0:
+            return "the int8 kernel has no projection (proj_size > 0)"
+        if self.bidirectional:
+            return "the int8 kernel runs one direction; this LSTM is bidirectional"
+        dtype, device = self._param_dtype_device()
+        if dtype != torch.float32 or device.type != "cpu":
+            return f"the int8 kernel runs on CPU float32 parameters, these are {dtype} on {device.type}"
+        try:
+            from .. import kernels
+        except ImportError:  # pragma: no cover - part of the package
+            return "lstmkit.kernels cannot be imported"
+        if not kernels.available():
+            return kernels.unavailable_reason() or "the compiled kernels are unavailable"
+        return None
+
+    def _int8_layers(self) -> list[dict[str, Tensor]]:
+        """The codes of every layer, redone when a weight changed since they were made."""
+        from ..runtime.quant import quantize_rows
+
+        st = self._int8
+        assert st is not None
+        names = [n for names in self._names for n in names]
+        versions = [getattr(self, n)._version for n in names]
+        if st["layers"] is None or st["versions"] != versions:
+            layers = []
+            with torch.no_grad():
+                for k in range(self.num_layers):
+                    d: dict[str, Tensor] = {}
+                    for part in ("ih", "hh"):
+                        w = getattr(self, f"weight_{part}_l{k}").detach().cpu().float().numpy()
+                        q, sc = quantize_rows(w, 8)
+                        d[f"q_{part}"], d[f"s_{part}"] = torch.from_numpy(q), torch.from_numpy(sc)
+                    if self.bias:
+                        d["bias"] = (getattr(self, f"bias_ih_l{k}") + getattr(self, f"bias_hh_l{k}")).detach().clone()
+                    layers.append(d)
+            st["layers"], st["versions"] = layers, versions
+            self._int8_cache = {}
+        return st["layers"]  # type: ignore[no-any-return]
+
+    def _int8_runner(self, batch: int) -> Any:
+        """An int8 stream of this batch size, kept between calls (its packed weights with it)."""
+        from .. import kernels
+
+        layers = self._int8_layers()
+        cache: dict[int, Any] = self._int8_cache
+        if batch not in cache:
+            if len(cache) >= 4:
+                cache.pop(next(iter(cache)))
+            cache[batch] = kernels.Int8Stream(layers, batch)
+        return cache[batch]
+
+    def _int8_now(self, x: Tensor, traced: bool, packed: bool) -> bool:
+        if getattr(self, "_int8", None) is None or self.training or traced or packed:
+            return False
+        if x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
+            return False
+        return not torch.is_grad_enabled() or not (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+
+    def _forward_int8(self, x: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        runner = self._int8_runner(int(x.shape[1]))
+        runner.set_state(h0, c0)
+        y = runner.sequence(x)
+        h_n, c_n = runner.state
+        return y, h_n, c_n
+
     # ----------------------------------------------------------------- conversion
     @classmethod
     def from_torch(cls, module: nn.LSTM, **variants: Any) -> LSTM:
@@ -335,10 +440,12 @@ class LSTM(nn.Module):
         return m
 
     # ----------------------------------------------------------------- dispatch
-    def choose_backend(self, x: Tensor, traced: bool, packed: bool) -> str:
+    def choose_backend(self, x: Tensor, traced: bool, packed: bool, int8: bool = True) -> str:
         """The path a call with this input would run (the single dispatch point)."""
         req = self.requested_backend
         plain = self._v.plain_now(self.training)
+        if req == "auto" and int8 and self._int8_now(x, traced, packed):
+            return "int8"
         if req == "reference":
             return "reference"
         if req == "torch":
@@ -430,9 +537,7 @@ class LSTM(nn.Module):
             unbatched = input.dim() == 2
             steps = input.shape[1] if self.batch_first and not unbatched else input.shape[0]
             if steps == 0:
-                raise ValueError(
-                    f"{owner}: the input has 0 steps (shape {tuple(input.shape)}); give at least one step"
-                )
+                raise ValueError(f"{owner}: the input has 0 steps (shape {tuple(input.shape)}); give at least one step")
             data = input
             if unbatched:
                 batch = 1
@@ -446,6 +551,15 @@ class LSTM(nn.Module):
 
         if path == "torch":
             return self._forward_torch(input, h0, c0, unbatched)
+        if path == "int8" and bool((h0.abs() > 1).any()):
+            path = self.backend = self.choose_backend(data, traced, packed, int8=False)  # h0 outside the codes' range
+        if path == "int8":
+            assert not isinstance(input, PackedSequence)
+            xi = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
+            y8, h8, c8 = self._forward_int8(xi, h0, c0)
+            if unbatched:
+                return y8.squeeze(1), (h8.squeeze(1), c8.squeeze(1))
+            return (y8.transpose(0, 1) if self.batch_first else y8), (h8, c8)
 
         # reference / fused: work in (T, B, I), original batch order
         if isinstance(input, PackedSequence):
@@ -672,6 +786,8 @@ class LSTMCell(nn.Module):
         self.zoneout, self.weight_drop = zoneout, self._v.weight_drop
         self.requested_backend: str = backend
         self.backend: str | None = None
+        self._int8: dict[str, Any] | None = None  # set by use_int8()
+        self._int8_cache: dict[int, Any] = {}
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         H = hidden_size
         self.weight_ih = nn.Parameter(torch.empty(4 * H, input_size, **factory))

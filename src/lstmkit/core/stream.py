@@ -88,6 +88,10 @@ def make_stream(lstm: LSTM, batch_size: int) -> Any:
         raise ValueError(f"LSTM.stream: batch_size must be a positive int, got {batch_size!r}")
     if lstm.bidirectional:
         raise ValueError("LSTM.stream: a bidirectional LSTM needs the whole sequence; streaming is one direction only")
+    if lstm.int8_enabled:
+        from .. import kernels
+
+        return kernels.Int8Stream(lstm._int8_layers(), batch_size)
     fused = _fused_stream(lstm, batch_size)
     return fused if fused is not None else ReferenceStream(lstm, batch_size)
 

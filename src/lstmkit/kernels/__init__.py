@@ -7,6 +7,7 @@ The core calls this package through these names (nothing is compiled at import; 
     supports(...)                         which configurations the kernels cover
     fused_layer(...)                      one layer, one direction, forward in time, differentiable
     FusedStream                           the one-step-per-call streaming step
+    Int8Stream                            the int8 step (streaming and whole sequences, inference)
 
 Design (as in haste / cuDNN): the input projection of all steps is one large GEMM (ATen/MKL); the
 recurrent product of every step is the kernel's own register-blocked AVX2/FMA micro-kernel on
@@ -44,6 +45,7 @@ __all__ = [
     "supports",
     "fused_layer",
     "FusedStream",
+    "Int8Stream",
     "stream_supports",
     "build_info",
     "contention_events",
@@ -323,3 +325,68 @@ class FusedStream:
     def set_state(self, h: torch.Tensor, c: torch.Tensor) -> None:
         """Load a state (h (L, B, R), c (L, B, H)), e.g. the final state of a whole-sequence run."""
         self._impl.set_state(h.detach().contiguous(), c.detach().contiguous())
+
+
+class Int8Stream:
+    """The int8 LSTM step of a stack of plain unidirectional layers (inference; no projection).
+
+    ``layers[k]`` holds the codes of lstmkit.compress: 'q_ih' (4H, I) and 'q_hh' (4H, H) int8 in
+    [-127, 127], their row scales 's_ih', 's_hh' (4H,) float32, and optionally 'bias' (4H,) =
+    b_ih + b_hh. The inputs of the two products are coded to int8 on the fly (x_t: one scale per row,
+    max|x_t| / 127; h_{t-1} in (-1, 1): the fixed step 1/127); the products are exact in int32 and
+    the gates, the cell and h stay float32. See lstm_int8.h.
+
+    ``step(x_t)``: (B, I) or, for batch_size 1, (I,) float32 -> h_t of the last layer.
+    ``sequence(x)``: (T, B, I) -> (T, B, H), carrying the state on from the current one.
+    """
+
+    backend = "int8"
+
+    def __init__(self, layers: list[dict[str, torch.Tensor]], batch_size: int, *, num_threads: int | None = None):
+        if not layers:
+            raise ValueError("Int8Stream: expected at least one layer, got none")
+        m = _mod()
+        empty = torch.empty(0, dtype=torch.float32)
+        q_ih = [lay["q_ih"].detach().to(torch.int8).contiguous() for lay in layers]
+        q_hh = [lay["q_hh"].detach().to(torch.int8).contiguous() for lay in layers]
+        s_ih = [lay["s_ih"].detach().float().contiguous() for lay in layers]
+        s_hh = [lay["s_hh"].detach().float().contiguous() for lay in layers]
+        bias = [lay["bias"].detach().float().contiguous() if lay.get("bias") is not None else empty for lay in layers]
+        nt = torch.get_num_threads() if num_threads is None else int(num_threads)
+        try:
+            self._impl = m.Int8Stream(q_ih, s_ih, q_hh, s_hh, bias, int(batch_size), nt)
+        except RuntimeError as e:
+            raise ValueError(f"Int8Stream: {str(e).splitlines()[0]}") from None
+        self.batch_size = int(batch_size)
+        self.input_size = int(q_ih[0].shape[1])
+        self.num_layers = len(layers)
+
+    def step(self, x_t: torch.Tensor) -> torch.Tensor:
+        """One step: x_t (B, I) or (I,) -> h_t of the last layer (B, H) or (H,)."""
+        try:
+            return self._impl.step(x_t)  # type: ignore[no-any-return]
+        except (RuntimeError, TypeError) as e:
+            got = tuple(x_t.shape) if isinstance(x_t, torch.Tensor) else type(x_t).__name__
+            one = f" or ({self.input_size},)" if self.batch_size == 1 else ""
+            raise ValueError(
+                f"LSTM.stream: expected float32 x_t of shape ({self.batch_size}, {self.input_size}){one}, got "
+                f"{got} ({str(e).splitlines()[0]})"
+            ) from None
+
+    def sequence(self, x: torch.Tensor) -> torch.Tensor:
+        """x (T, B, I) float32 -> the last layer's h of every step (T, B, H)."""
+        return self._impl.sequence(x)  # type: ignore[no-any-return]
+
+    def reset(self) -> None:
+        """Set h and c of every layer to zeros."""
+        self._impl.reset()
+
+    @property
+    def state(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h (L, B, H), c (L, B, H)): copies of the current state."""
+        h, c = self._impl.get_state()
+        return h, c
+
+    def set_state(self, h: torch.Tensor, c: torch.Tensor) -> None:
+        """Load a state (h (L, B, H), c (L, B, H))."""
+        self._impl.set_state(h.detach().float().contiguous(), c.detach().float().contiguous())

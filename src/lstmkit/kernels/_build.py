@@ -27,7 +27,7 @@ from types import ModuleType
 import torch
 
 _SOURCES = ("lstm_fused.cpp",)
-_HEADERS = ("lstm_fused.h", "lstm_gemm.h", "lstm_simd.h")
+_HEADERS = ("lstm_fused.h", "lstm_gemm.h", "lstm_simd.h", "lstm_int8.h")
 _FLAG_SETS: tuple[tuple[str, ...], ...] = (
     ("-O3", "-march=native", "-fopenmp"),
     # a compiler that knows neither -march=native nor OpenMP still gets a working (slower) kernel

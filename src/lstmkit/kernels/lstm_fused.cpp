@@ -648,6 +648,8 @@ class FusedStreamCpp {
 
 }  // namespace lstmkit
 
+#include "lstm_int8.h"
+
 std::string build_info() {
   return std::string("avx2=") + (lstmkit::compiled_with_avx2() ? "1" : "0") +
 #ifdef _OPENMP
@@ -675,4 +677,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("get_state", &lstmkit::FusedStreamCpp::get_state)
       .def("set_state", &lstmkit::FusedStreamCpp::set_state)
       .def("num_threads", &lstmkit::FusedStreamCpp::num_threads);
+  pybind11::class_<lstmkit::Int8StreamCpp>(m, "Int8Stream")
+      .def(pybind11::init<const std::vector<at::Tensor>&, const std::vector<at::Tensor>&,
+                          const std::vector<at::Tensor>&, const std::vector<at::Tensor>&,
+                          const std::vector<at::Tensor>&, int64_t, int64_t>())
+      .def("step", &lstmkit::Int8StreamCpp::step)
+      .def("sequence", &lstmkit::Int8StreamCpp::sequence)
+      .def("reset", &lstmkit::Int8StreamCpp::reset)
+      .def("get_state", &lstmkit::Int8StreamCpp::get_state)
+      .def("set_state", &lstmkit::Int8StreamCpp::set_state)
+      .def("num_threads", &lstmkit::Int8StreamCpp::num_threads);
 }
