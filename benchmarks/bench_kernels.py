@@ -6,7 +6,7 @@ them alike).
 
     PYTHONPATH=src python benchmarks/bench_kernels.py [--quick] [--reps N] [--only SECTIONS]
 
-SECTIONS is a comma-separated subset of train,infer,variants,stream (default: all).
+SECTIONS is a comma-separated subset of train,infer,variants,stream,int8 (default: all).
 
 Ratios are speed-ups: "x torch" = torch time / fused time (> 1: fused is faster); "% ceiling" =
 ceiling time / fused time, where the ceiling is the FLOPs of the case as one large matmul
@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+import lstmkit  # noqa: E402
 from lstmkit import kernels as K  # noqa: E402
 from lstmkit.bench import machine as cpu_description  # noqa: E402
 
@@ -262,11 +263,40 @@ def stream_case(name: str, B: int, I: int, H: int, *, rounds: int, n_steps: int)
                f"{r['lstm'] / r['fused']:.1f}x", f"{ort_t / r['fused']:.1f}x" if ort_t else "n/a"])  # fmt: skip
 
 
+def bench_int8(rounds: int, n_steps: int) -> None:
+    """The int8 kernel (issue "It ships small"): streaming step vs the float32 fused step, and whole
+    sequences (inference) vs nn.LSTM, same weights (int8 codes of them)."""
+    print("\nint8 kernel (LSTM.use_int8): streaming step vs the float32 fused step; whole sequence vs nn.LSTM")
+    row("case", ["float32 fused", "int8", "x faster"])
+    for name, (B, I, H) in STREAM.items():
+        torch.manual_seed(0)
+        m = lstmkit.LSTM(I, H).eval()
+        x1 = torch.randn(I)
+        f32 = m.stream(B)
+        m.use_int8()
+        i8 = m.stream(B)
+        with torch.no_grad():
+            r = timed({"f": lambda: f32.step(x1), "q": lambda: i8.step(x1)}, rounds, inner=n_steps)
+        row(name, [f"{r['f'] * 1e6:.1f} us", f"{r['q'] * 1e6:.1f} us", f"{r['f'] / r['q']:.2f}x"])
+    row("case (whole sequence)", ["nn.LSTM", "int8", "x faster"])
+    for name, (T, B, I, H) in TRAIN.items():
+        torch.manual_seed(0)
+        m = lstmkit.LSTM(I, H).eval()
+        ref = torch.nn.LSTM(I, H).eval()
+        ref.load_state_dict(m.state_dict())
+        x = torch.randn(T, B, I)
+        m.use_int8()
+        with torch.no_grad():
+            r = timed({"f": lambda: ref(x), "q": lambda: m(x)}, rounds)
+        assert m.backend == "int8"
+        row(name, [ms(r["f"]), ms(r["q"]), f"{r['f'] / r['q']:.2f}x"])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (numbers are noisier)")
     ap.add_argument("--reps", type=int, default=0, help="rounds per case (default 7, quick 3)")
-    ap.add_argument("--only", default="train,infer,variants,stream", help="comma-separated sections")
+    ap.add_argument("--only", default="train,infer,variants,stream,int8", help="comma-separated sections")
     args = ap.parse_args(argv)
     if not K.available():
         print(f"fused kernels unavailable: {K.unavailable_reason()}", file=sys.stderr)
@@ -282,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_variants(rounds)
     if "stream" in sections:
         bench_stream(rounds, 200 if args.quick else 1000)
+    if "int8" in sections:
+        bench_int8(rounds, 200 if args.quick else 1000)
     events = K.contention_events()
     if events:
         print(

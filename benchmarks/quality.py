@@ -2,7 +2,7 @@
 
     python benchmarks/quality.py [EXPERIMENT ...] [--out benchmarks/results] [--quick]
 
-EXPERIMENTS: mystery, mystery-hard, reber, temporal, adding, sweep, shakespeare (default: all, in
+EXPERIMENTS: mystery, mystery-hard, reber, temporal, adding, adding-sweep, sweep, shakespeare (default: all, in
 that order). Each training run goes to OUT/runs/<name>; each result is appended to
 OUT/quality.jsonl (one JSON object per run, with its budget and the machine) and the sweep's PNG to
 OUT/lag_sweep.png. Budgets are in steps where the issue gives a quality target (so a busy machine
@@ -42,10 +42,20 @@ class Bench:
         t0 = time.perf_counter()
         res = train(cfg, run_dir, progress=False, log=lambda s: print(f"  [{name}] {s}", flush=True))
         rec = {
-            "name": name, "task": cfg.task, "task_params": cfg.task_params, "arch": cfg.arch,
-            "hidden_size": cfg.hidden_size, "budget": {"max_steps": cfg.max_steps, "max_time": cfg.max_time},
-            "steps": res.steps, "seconds": round(time.perf_counter() - t0, 1), "val": res.val, "test": res.test,
-            "baseline": res.baseline, "stopped": res.stopped_because, "machine": machine(), "note": note,
+            "name": name,
+            "task": cfg.task,
+            "task_params": cfg.task_params,
+            "arch": cfg.arch,
+            "hidden_size": cfg.hidden_size,
+            "budget": {"max_steps": cfg.max_steps, "max_time": cfg.max_time},
+            "steps": res.steps,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "val": res.val,
+            "test": res.test,
+            "baseline": res.baseline,
+            "stopped": res.stopped_because,
+            "machine": machine(),
+            "note": note,
             "date": time.strftime("%Y-%m-%d %H:%M"),
         }
         with open(self.out / "quality.jsonl", "a") as f:
@@ -55,40 +65,137 @@ class Bench:
 
 
 def mystery(b: Bench) -> None:
-    b.run("mystery-T100", TrainConfig(task="mystery", task_params={"T": 100, "suspects": 4, "red_herrings": 2},
-                                      hidden_size=64, lr=3e-3, max_steps=3000, eval_every=100, target=0.995))
+    b.run(
+        "mystery-T100",
+        TrainConfig(
+            task="mystery",
+            task_params={"T": 100, "suspects": 4, "red_herrings": 2},
+            hidden_size=64,
+            lr=3e-3,
+            max_steps=3000,
+            eval_every=100,
+            target=0.995,
+        ),
+    )
 
 
 def mystery_hard(b: Bench) -> None:
     for arch in ("lstm", "gru", "rnn"):
-        b.run(f"mystery-T400-{arch}", TrainConfig(
-            task="mystery", task_params={"T": 400, "suspects": 6, "red_herrings": 3}, arch=arch, hidden_size=64,
-            lr=3e-3, max_steps=100_000, max_time=150, eval_every=100, patience=0),
-            note="equal budget: 150 s of CPU each")
+        b.run(
+            f"mystery-T400-{arch}",
+            TrainConfig(
+                task="mystery",
+                task_params={"T": 400, "suspects": 6, "red_herrings": 3},
+                arch=arch,
+                hidden_size=64,
+                lr=3e-3,
+                max_steps=100_000,
+                max_time=150,
+                eval_every=100,
+                patience=0,
+            ),
+            note="equal budget: 150 s of CPU each",
+        )
 
 
 def reber(b: Bench) -> None:
-    b.run("reber", TrainConfig(task="reber", hidden_size=32, embedding_size=8, lr=1e-2, max_steps=3000,
-                               eval_every=100, target=1.0))
+    b.run(
+        "reber",
+        TrainConfig(
+            task="reber", hidden_size=32, embedding_size=8, lr=1e-2, max_steps=3000, eval_every=100, target=1.0
+        ),
+    )
 
 
 def temporal(b: Bench) -> None:
-    b.run("temporal-order-6a", TrainConfig(task="temporal-order", task_params={"variant": "6a"}, hidden_size=64,
-                                           lr=2e-3, max_steps=8000, eval_every=200, patience=0, target=0.995,
-                                           variants={"forget_bias": 4.0}),
-          note="forget-gate bias 4 (with 1 the gradient from the end fades before t2: 8000 steps at chance)")
+    b.run(
+        "temporal-order-6a",
+        TrainConfig(
+            task="temporal-order",
+            task_params={"variant": "6a"},
+            hidden_size=64,
+            lr=2e-3,
+            max_steps=8000,
+            eval_every=200,
+            patience=0,
+            target=0.995,
+            variants={"forget_bias": 4.0},
+        ),
+        note="forget-gate bias 4 (with 1 the gradient from the end fades before t2: 8000 steps at chance)",
+    )
 
 
 def adding(b: Bench) -> None:
-    lstm = b.run("adding-T200-lstm", TrainConfig(
-        task="adding", task_params={"T": 200}, hidden_size=128, batch_size=50, lr=1e-3, clip=1.0,
-        max_steps=20_000, max_time=900, eval_every=200, patience=0, target=0.005, weight_decay=0.0,
-        variants={"forget_bias": 4.0}),
-        note="modern form; AdamW 1e-3 (no decay), batch 50, forget bias 4, grad-norm clip 1; stops at MSE 0.005")
-    b.run("adding-T200-rnn", TrainConfig(
-        task="adding", task_params={"T": 200}, arch="rnn", hidden_size=128, batch_size=50, lr=1e-3, clip=1.0,
-        max_steps=20_000, max_time=max(60.0, lstm["seconds"]), eval_every=200, patience=0, weight_decay=0.0),
-        note="the same CPU time as the LSTM run")
+    lstm = b.run(
+        "adding-T200-lstm",
+        TrainConfig(
+            task="adding",
+            task_params={"T": 200},
+            hidden_size=128,
+            batch_size=50,
+            lr=1e-3,
+            clip=1.0,
+            max_steps=20_000,
+            max_time=900,
+            eval_every=200,
+            patience=0,
+            target=0.005,
+            weight_decay=0.0,
+            variants={"forget_bias": 4.0},
+        ),
+        note="modern form; AdamW 1e-3 (no decay), batch 50, forget bias 4, grad-norm clip 1; stops at MSE 0.005",
+    )
+    b.run(
+        "adding-T200-rnn",
+        TrainConfig(
+            task="adding",
+            task_params={"T": 200},
+            arch="rnn",
+            hidden_size=128,
+            batch_size=50,
+            lr=1e-3,
+            clip=1.0,
+            max_steps=20_000,
+            max_time=max(60.0, lstm["seconds"]),
+            eval_every=200,
+            patience=0,
+            weight_decay=0.0,
+        ),
+        note="the same CPU time as the LSTM run",
+    )
+
+
+def adding_sweep(b: Bench) -> None:
+    """The longest T the LSTM solves (test MSE < 0.01) within 30 minutes of CPU: T doubles from 400
+    while the previous T was solved. Forget-gate bias ln(T), so that sigma(b)^T = 1/e of the cell
+    survives the whole sequence at initialisation (the idea of Tallec & Ollivier's chrono init)."""
+    import math
+
+    T = 400
+    while True:
+        fb = round(math.log(T), 2)
+        r = b.run(
+            f"adding-sweep-T{T}-lstm",
+            TrainConfig(
+                task="adding",
+                task_params={"T": T},
+                hidden_size=128,
+                batch_size=50,
+                lr=1e-3,
+                clip=1.0,
+                max_steps=1_000_000,
+                max_time=1800,
+                eval_every=200,
+                patience=0,
+                target=0.008,
+                weight_decay=0.0,
+                variants={"forget_bias": fb},
+            ),
+            note=f"longest-T sweep: 30 min of CPU; forget bias ln T = {fb}; solved = test MSE < 0.01",
+        )
+        if b.quick or r["test"]["mse"] >= 0.01:
+            break
+        T *= 2
 
 
 def sweep(b: Bench) -> None:
@@ -96,10 +203,21 @@ def sweep(b: Bench) -> None:
     lags = (25, 50, 100, 200)
     for T in lags:
         for arch in ("rnn", "gru", "lstm"):
-            r = b.run(f"sweep-mystery-T{T}-{arch}", TrainConfig(
-                task="mystery", task_params={"T": T, "suspects": 4, "red_herrings": 2}, arch=arch, hidden_size=64,
-                lr=3e-3, max_steps=100_000, max_time=45, eval_every=100, patience=0),
-                note="lag sweep: 45 s of CPU each")
+            r = b.run(
+                f"sweep-mystery-T{T}-{arch}",
+                TrainConfig(
+                    task="mystery",
+                    task_params={"T": T, "suspects": 4, "red_herrings": 2},
+                    arch=arch,
+                    hidden_size=64,
+                    lr=3e-3,
+                    max_steps=100_000,
+                    max_time=45,
+                    eval_every=100,
+                    patience=0,
+                ),
+                note="lag sweep: 45 s of CPU each",
+            )
             rows.append((T, arch, r["test"]["accuracy"]))
     import matplotlib
 
@@ -122,14 +240,35 @@ def sweep(b: Bench) -> None:
 
 
 def shakespeare(b: Bench) -> None:
-    b.run("shakespeare-20min", TrainConfig(
-        task="text", task_params={"seq_len": 100}, hidden_size=512, embedding_size=64, batch_size=32, lr=2e-3,
-        max_steps=1_000_000, max_time=1200, eval_every=1000, patience=0, schedule="constant"),
-        note="split by play (val: Julius Caesar, The Tempest); 20 min wall-clock budget")
+    b.run(
+        "shakespeare-20min",
+        TrainConfig(
+            task="text",
+            task_params={"seq_len": 100},
+            hidden_size=512,
+            embedding_size=64,
+            batch_size=32,
+            lr=2e-3,
+            max_steps=1_000_000,
+            max_time=1200,
+            eval_every=1000,
+            patience=0,
+            schedule="constant",
+        ),
+        note="split by play (val: Julius Caesar, The Tempest); 20 min wall-clock budget",
+    )
 
 
-EXPERIMENTS = {"mystery": mystery, "reber": reber, "temporal": temporal, "sweep": sweep,
-               "mystery-hard": mystery_hard, "adding": adding, "shakespeare": shakespeare}
+EXPERIMENTS = {
+    "mystery": mystery,
+    "reber": reber,
+    "temporal": temporal,
+    "sweep": sweep,
+    "mystery-hard": mystery_hard,
+    "adding": adding,
+    "adding-sweep": adding_sweep,
+    "shakespeare": shakespeare,
+}
 
 
 def table(out: Path) -> str:
@@ -144,8 +283,10 @@ def table(out: Path) -> str:
         budget = f"{b['max_time']:.0f} s" if b.get("max_time") else f"{b['max_steps']} steps"
         test = ", ".join(f"{k} {v:.4g}" for k, v in r["test"].items())
         base = ", ".join(f"{k} {v:.3g}" for k, v in r["baseline"].items())
-        rows.append(f"| {r['name']} | {r['arch']} | {budget} | {r['steps']} | {r['seconds']:.0f} | {test} | {base} "
-                    f"| {r.get('note', '')} ({r['stopped']}) |")
+        rows.append(
+            f"| {r['name']} | {r['arch']} | {budget} | {r['steps']} | {r['seconds']:.0f} | {test} | {base} "
+            f"| {r.get('note', '')} ({r['stopped']}) |"
+        )
     return "\n".join(rows)
 
 
