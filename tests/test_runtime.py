@@ -84,6 +84,57 @@ def test_streaming_equals_torch_prefixes(tmp_path: Path):
     assert single.step(np.int64(3)).shape == (5,)
 
 
+@pytest.mark.parametrize("proj", [0, 3])
+@pytest.mark.parametrize(
+    "variants", VARIANTS + [{"coupled": True, "peephole": True, "zoneout": 0.2}], ids=lambda v: "+".join(v) or "plain"
+)
+def test_streaming_matches_torch_every_variant(tmp_path: Path, variants: dict[str, Any], proj: int):
+    """The stream's own weight layout (gates reordered, products fused) against the torch model."""
+    m = _model("class_steps", variants, proj=proj)
+    export_runtime(m, tmp_path / "b")
+    stream = rt.load(tmp_path / "b").stream(batch_size=3)
+    x = torch.randint(0, 11, (3, 9))
+    with torch.no_grad():
+        want, (hn, cn) = m(x, return_state=True)  # (B, T, O): step t sees only the prefix
+    got = np.stack([stream.step(x[:, t].numpy()) for t in range(9)], axis=1)  # outputs kept across steps
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-5)
+    gh, gc = stream.state
+    np.testing.assert_allclose(gh, hn.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gc, cn.numpy(), rtol=1e-4, atol=1e-5)
+    assert np.abs(got).max() > 0.01
+    with pytest.raises(ValueError, match="token ids must be in"):
+        stream.step(np.array([0, 11, 2]))
+    with pytest.raises(ValueError, match="batch size 3"):
+        stream.step(np.array([0, 1]))
+
+
+@pytest.mark.parametrize("bits", [None, 8, 4])
+def test_streaming_bare_lstm_and_vector_head_against_whole_sequence(tmp_path: Path, bits: int | None):
+    """Quantized streams run on weights dequantized once; the oracle is the runtime's whole-sequence
+    path, which multiplies by the codes and scales (and is checked against torch above)."""
+    lstm = lstmkit.LSTM(5, 8, 2, proj_size=3, peephole=True).eval()
+    model = rt.load(export_runtime(lstm, tmp_path / "bare", bits=bits))
+    x = np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32)
+    want = model.run(x)  # (T, P) unbatched
+    one = model.stream()
+    got = np.stack([one.step(x[t]) for t in range(6)])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    if bits is None:
+        with torch.no_grad():
+            np.testing.assert_allclose(got, lstm(torch.from_numpy(x))[0].numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="expected 5 input features"):
+        one.step(np.zeros(4, np.float32))
+    head = _model("class_steps", {"layer_norm": True, "zoneout": 0.3}, layers=1, tokens=False)
+    model = rt.load(export_runtime(head, tmp_path / "head", bits=bits))
+    xb = np.random.default_rng(1).standard_normal((2, 7, 11))
+    want = model.run(xb)  # (B, T, O)
+    s = model.stream(batch_size=2)
+    got = np.stack([s.step(xb[:, t]) for t in range(7)], axis=1)  # float64 input, cast as run() does
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    s.reset()
+    np.testing.assert_allclose(s.step(xb[:, 0]), want[:, 0], rtol=1e-4, atol=1e-5)
+
+
 def test_vector_input_with_lengths_and_unbatched(tmp_path: Path):
     m = _model("regress_last", {}, layers=1, tokens=False)
     export_runtime(m, tmp_path / "b")

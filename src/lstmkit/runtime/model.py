@@ -4,7 +4,9 @@ The same equations as :mod:`lstmkit.core.functional` (gate order i, f, g, o; sta
 every variant of the core in evaluation mode (peephole, layer norm, coupled, zoneout's expectation,
 projection), stacked layers, both directions for whole sequences, and the task head of
 :class:`lstmkit.models.SequenceModel`. Weights are float32, or int8 / int4 codes with one float32
-scale per output row that stay quantized in memory: ``x Wᵀ = (x qᵀ) · s``.
+scale per output row that stay quantized in memory for ``run``: ``x Wᵀ = (x qᵀ) · s``. A stream
+prepares its own float32 layout once per model (quantized weights dequantized) so that a step is a
+single product and a few in-place ufuncs; see :class:`Stream`.
 
     import lstmkit.runtime as rt
     model = rt.load("mystery.rt")
@@ -200,6 +202,7 @@ class Model:
             assert self.output_size is not None
             self.head = mat("head.weight", (self.output_size, real_h * D))
             self.head_bias = arr("head.bias", (self.output_size,))
+        self._prepared: list[_StepWeights] | None = None
         unused = sorted(set(arrays) - used)
         if unused:
             raise BundleError(f"{where}: tensor {unused[0]!r} is not part of this model; the bundle is inconsistent")
@@ -228,15 +231,18 @@ class Model:
     def _features(self, x: np.ndarray) -> np.ndarray:
         """(B, T) ids -> (B, T, E) or (B, T, I) floats checked."""
         if self.embedding is not None:
-            if not np.issubdtype(x.dtype, np.integer):
-                raise ValueError(f"runtime: token input must be integer ids, got {x.dtype}")
-            if x.size and (x.min() < 0 or x.max() >= self.input_size):
-                raise ValueError(f"runtime: token ids must be in [0, {self.input_size}), got {x.min()}..{x.max()}")
+            self._check_ids(x)
             return self.embedding.rows(x)
         x = np.asarray(x, dtype=np.float32)
         if x.shape[-1] != self.core_input_size:
             raise ValueError(f"runtime: expected {self.core_input_size} input features, got {x.shape[-1]}")
         return x
+
+    def _check_ids(self, x: np.ndarray) -> None:
+        if x.dtype.kind not in "iu":
+            raise ValueError(f"runtime: token input must be integer ids, got {x.dtype}")
+        if x.size and (x.min() < 0 or x.max() >= self.input_size):
+            raise ValueError(f"runtime: token ids must be in [0, {self.input_size}), got {x.min()}..{x.max()}")
 
     def _project_input(self, x: np.ndarray, w: _Dir) -> np.ndarray:
         xw = w.w_ih.matmul_t(x)
@@ -360,10 +366,193 @@ class Model:
             return y, (np.stack(h_n), np.stack(c_n))
         return y
 
+    def _step_weights(self) -> list[_StepWeights]:
+        """The layers' weights in the streaming layout, prepared at the first stream and kept."""
+        if self._prepared is None:
+            self._prepared = [_prepare(dirs[0], self.hidden_size) for dirs in self.layers]
+        return self._prepared
+
     def stream(self, batch_size: int = 1) -> Stream:
         if self.bidirectional:
             raise ValueError("runtime: a bidirectional model needs the whole sequence; use run(x), not stream()")
         return Stream(self, batch_size)
+
+
+# Internal gate layout of a stream: the columns reordered so the sigmoid gates sit side by side and
+# halved, so one tanh gives σ(z) = 0.5·tanh(z/2) + 0.5 for them and tanh(z) for g. With peepholes o
+# needs c_t before its tanh, so it goes last. Values are the blocks of torch's order i, f, g, o.
+_ORDER_PLAIN = (0, 1, 3, 2)  # i, f, o, g
+_ORDER_PEEPHOLE = (0, 1, 2, 3)  # i, f, g, o
+# Constants as 0-d float32 arrays: a ufunc takes them faster than Python floats, with the same result.
+_HALF = np.array(0.5, np.float32)
+_ONE = np.array(1.0, np.float32)
+_EPS = np.array(LN_EPS, np.float32)
+
+
+@dataclass
+class _StepWeights:
+    """One layer's weights, prepared once per model for streaming (float32, C-contiguous).
+
+    Without layer norm: ``w`` = [W_ihᵀ; W_hhᵀ; b_ih + b_hh] (I+P+1, 4H), used as [x_t | h | 1] @ w.
+    With layer norm the two products stay apart: ``w`` = W_ihᵀ (I, 4H), ``w_hh`` = W_hhᵀ (P, 4H),
+    and the norms' γ halved in ``ln_g`` (γ_ih, γ_hh), every additive constant summed in ``ln_b``.
+    Vectors are kept as rows (1, N): NumPy broadcasts (1, N) against (B, N) faster than (N,).
+    """
+
+    order: tuple[int, ...]
+    w: np.ndarray
+    w_hh: np.ndarray | None
+    ln_g: tuple[np.ndarray, np.ndarray] | None  # (1, 4H) each
+    ln_b: np.ndarray | None  # (1, 4H)
+    ln_c: tuple[np.ndarray, np.ndarray] | None  # γ_c, β_c (1, H)
+    peep_if: np.ndarray | None  # (1, 2, H) p_i, p_f halved
+    peep_o: np.ndarray | None  # (1, H) p_o halved
+    w_hr: np.ndarray | None  # W_hrᵀ (H, P)
+
+
+def _prepare(w: _Dir, H: int) -> _StepWeights:
+    """Reorder, halve and concatenate one layer's weights (quantized ones dequantized, once)."""
+    order = _ORDER_PEEPHOLE if w.peep is not None else _ORDER_PLAIN
+    cols = np.concatenate([np.arange(b * H, (b + 1) * H) for b in order])
+    scale = np.concatenate([np.full(H, 1.0 if b == 2 else 0.5, np.float32) for b in order])  # exact: 2⁻¹
+    w_ih, w_hh = w.w_ih.dense()[cols].T, w.w_hh.dense()[cols].T  # (I, 4H), (P, 4H)
+    bias = np.zeros(4 * H, np.float32)
+    for b in (w.b_ih, w.b_hh):
+        if b is not None:
+            bias += b
+    ln_g = ln_b = ln_c = None
+    if w.ln is None:
+        cat = np.concatenate([w_ih * scale, w_hh * scale, (bias[cols] * scale)[None]])
+        w_cat, w_rec = np.ascontiguousarray(cat, np.float32), None
+    else:  # a norm ignores the scale of its input: halve γ and β instead of the weights
+        w_cat, w_rec = np.ascontiguousarray(w_ih, np.float32), np.ascontiguousarray(w_hh, np.float32)
+        ln_g = ((w.ln[0][cols] * scale)[None], (w.ln[2][cols] * scale)[None])
+        ln_b = ((w.ln[1] + w.ln[3] + bias)[cols] * scale)[None]
+        ln_c = (w.ln[4][None], w.ln[5][None])
+    return _StepWeights(
+        order=order,
+        w=w_cat,
+        w_hh=w_rec,
+        ln_g=ln_g,
+        ln_b=ln_b,
+        ln_c=ln_c,
+        peep_if=None if w.peep is None else (w.peep[None, :2] * np.float32(0.5)),
+        peep_o=None if w.peep is None else (w.peep[None, 2] * np.float32(0.5)),
+        w_hr=None if w.w_hr is None else np.ascontiguousarray(w.w_hr.dense().T),
+    )
+
+
+def _norm_(a: np.ndarray, n: np.ndarray, mu: np.ndarray, sq: np.ndarray) -> None:
+    """a (B, N) <- (a − mean) / √(var + ε) in place; n is N as a 0-d float32 array, mu (B, 1) and
+    sq (B, N) are scratch. ``np.mean`` is this sum and division, behind several µs of Python."""
+    np.add.reduce(a, axis=-1, keepdims=True, out=mu)
+    np.divide(mu, n, out=mu)
+    np.subtract(a, mu, out=a)
+    np.multiply(a, a, out=sq)
+    np.add.reduce(sq, axis=-1, keepdims=True, out=mu)
+    np.divide(mu, n, out=mu)
+    np.add(mu, _EPS, out=mu)
+    np.sqrt(mu, out=mu)
+    np.divide(a, mu, out=a)
+
+
+class _StepLayer:
+    """One layer of a stream: its buffers, and a step that allocates nothing.
+
+    ``xh`` (B, I+P+1) holds [x_t | h | 1]: h lives there between steps, so the recurrent input
+    needs no copy, and the 1 carries the bias through the product.
+    """
+
+    def __init__(self, sw: _StepWeights, c: np.ndarray, layer_in: int, m: Model) -> None:
+        B, H, P = c.shape[0], m.hidden_size, m.proj_size
+        zc, zh = m.zoneout_c, m.zoneout_h
+        hs = P or H
+        self.sw = sw
+        self.c = c  # (B, H), a view of the stream's cell state
+        self.xh = np.zeros((B, layer_in + hs + 1), np.float32)
+        self.xh[:, -1] = 1.0
+        self.x_in = self.xh[:, :layer_in]
+        self.h = self.xh[:, layer_in : layer_in + hs]
+        self.h1 = self.xh[:, layer_in:]  # [h | 1], the head's input
+        self.gates = g = np.empty((B, 4 * H), np.float32)
+        blk = {b: g[:, j * H : (j + 1) * H] for j, b in enumerate(sw.order)}
+        self.i, self.f, self.g, self.o = blk[0], blk[1], blk[2], blk[3]
+        peep = sw.peep_if is not None
+        self.sig = g[:, : 2 * H] if peep else g[:, : 3 * H]  # the sigmoid gates before o's c_t is known
+        self.first_tanh = g[:, : 3 * H] if peep else g  # all of them but o, with peepholes
+        self.if_ = g[:, : 2 * H].reshape(B, 2, H)
+        self.tmp_if = np.empty((B, 2, H), np.float32)
+        self.tmp = np.empty((B, H), np.float32)
+        self.c_new = np.empty((B, H), np.float32) if zc > 0 else c  # zoneout needs c_{t-1} after c_t
+        self.zc, self.zh, self.coupled = zc, zh, m.coupled
+        self.zoneout = tuple(np.array(v, np.float32) for v in (zc, 1.0 - zc, zh, 1.0 - zh))
+        self.c3 = c[:, None, :]  # (B, 1, H) against the (1, 2, H) peepholes of i and f
+        self.h_new = np.empty((B, H), np.float32) if (P or zh > 0) else self.h
+        self.h_proj = np.empty((B, P), np.float32) if (P and zh > 0) else self.h
+        if sw.w_hh is not None:
+            self.gates_hh = np.empty((B, 4 * H), np.float32)
+            self.sq = np.empty((B, 4 * H), np.float32)
+            self.mu = np.empty((B, 1), np.float32)
+            self.n_gates, self.n_cell = np.array(4 * H, np.float32), np.array(H, np.float32)
+
+    def step(self) -> None:
+        """x_in and h hold x_t and h_{t-1}; afterwards h and c hold h_t and c_t."""
+        sw, g, c, tmp = self.sw, self.gates, self.c, self.tmp
+        mul, add, tanh = np.multiply, np.add, np.tanh
+        if sw.w_hh is None:
+            np.dot(self.xh, sw.w, out=g)  # (B, 4H), biases included
+        else:
+            assert sw.ln_g is not None and sw.ln_b is not None
+            gh, mu, sq = self.gates_hh, self.mu, self.sq
+            np.matmul(self.x_in, sw.w, out=g)
+            _norm_(g, self.n_gates, mu, sq)
+            mul(g, sw.ln_g[0], out=g)
+            np.matmul(self.h, sw.w_hh, out=gh)
+            _norm_(gh, self.n_gates, mu, sq)
+            mul(gh, sw.ln_g[1], out=gh)
+            add(g, gh, out=g)
+            add(g, sw.ln_b, out=g)
+        if sw.peep_if is not None:
+            mul(self.c3, sw.peep_if, out=self.tmp_if)
+            add(self.if_, self.tmp_if, out=self.if_)
+        tanh(self.first_tanh, out=self.first_tanh)
+        sig, i, f, o = self.sig, self.i, self.f, self.o
+        mul(sig, _HALF, out=sig)
+        add(sig, _HALF, out=sig)
+        if self.coupled:
+            np.subtract(_ONE, i, out=f)
+        c_new = self.c_new
+        mul(f, c, out=c_new)
+        mul(i, self.g, out=i)
+        add(c_new, i, out=c_new)  # c_t = f ⊙ c_{t-1} + i ⊙ g
+        if sw.peep_o is not None:
+            mul(c_new, sw.peep_o, out=tmp)
+            add(o, tmp, out=o)
+            tanh(o, out=o)
+            mul(o, _HALF, out=o)
+            add(o, _HALF, out=o)
+        if sw.ln_c is not None:
+            np.copyto(tmp, c_new)
+            _norm_(tmp, self.n_cell, self.mu, self.sq[:, : tmp.shape[1]])
+            mul(tmp, sw.ln_c[0], out=tmp)
+            add(tmp, sw.ln_c[1], out=tmp)
+            tanh(tmp, out=tmp)
+        else:
+            tanh(c_new, out=tmp)
+        h_new = self.h_new
+        mul(o, tmp, out=h_new)  # h_t = o ⊙ tanh(c_t)
+        if sw.w_hr is not None:
+            np.matmul(h_new, sw.w_hr, out=self.h_proj)
+            h_new = self.h_proj
+        if self.zh > 0:  # zoneout's expectation in evaluation: a fixed mix of old and new
+            h = self.h
+            mul(h, self.zoneout[2], out=h)
+            mul(h_new, self.zoneout[3], out=h_new)
+            add(h, h_new, out=h)
+        if self.zc > 0:
+            mul(c, self.zoneout[0], out=c)
+            mul(c_new, self.zoneout[1], out=c_new)
+            add(c, c_new, out=c)
 
 
 class Stream:
@@ -371,7 +560,13 @@ class Stream:
 
     x_t: (B,) ids or (B, I) floats (or a single id / (I,) for batch size 1). Returns the head at
     this step (logits / prediction as if the sequence ended here), or h_t of the top layer for a
-    bare LSTM.
+    bare LSTM; a new array each call.
+
+    A step allocates (almost) nothing: the weights are prepared once per model in their own layout
+    (gates reordered, the input and recurrent products and the biases in one matrix) and each
+    stream keeps its buffers. Quantized weights are dequantized to float32 for this, once: int8 and
+    int4 make the bundle small on disk, not the step fast (NumPy has no faster integer product), and
+    the prepared weights take the memory of a float32 model.
     """
 
     def __init__(self, model: Model, batch_size: int) -> None:
@@ -379,27 +574,73 @@ class Stream:
             raise ValueError(f"runtime: batch_size must be a positive int, got {batch_size!r}")
         self.model = model
         self.batch_size = batch_size
-        self.h, self.c = model.zero_state(batch_size)
+        m = model
+        H, P = m.hidden_size, m.proj_size
+        self._c = np.zeros((m.num_layers, batch_size, H), np.float32)
+        self._layers: list[_StepLayer] = []
+        for k, sw in enumerate(m._step_weights()):
+            layer_in = m.core_input_size if k == 0 else (P or H)
+            self._layers.append(_StepLayer(sw, self._c[k], layer_in, m))
+        self._head: np.ndarray | None = None
+        if m.head is not None:
+            assert m.head_bias is not None
+            self._head = np.ascontiguousarray(np.concatenate([m.head.dense().T, m.head_bias[None]]), np.float32)
+        self._emb: tuple[np.ndarray, np.ndarray | None] | None = None  # (W,) or (q, s (V, 1))
+        if m.embedding is not None:
+            e = m.embedding
+            if e.w is not None:
+                self._emb = (e.w, None)
+            else:
+                assert e.q is not None and e.s is not None
+                self._emb = (e.q, e.s[:, None])
+
+    @property
+    def state(self) -> tuple[np.ndarray, np.ndarray]:
+        """A copy of (h, c): (L, B, P or H) and (L, B, H)."""
+        return np.stack([lay.h for lay in self._layers]), self._c.copy()
 
     def reset(self) -> None:
-        self.h[...] = 0.0
-        self.c[...] = 0.0
+        self._c[...] = 0.0
+        for lay in self._layers:
+            lay.h[...] = 0.0
 
     def step(self, x_t: Any) -> np.ndarray:
-        m = self.model
         x = np.asarray(x_t)
-        unbatched = x.ndim == (0 if m.input_type == "tokens" else 1)
-        if unbatched:
-            x = x[None]
-        if x.shape[0] != self.batch_size:
-            raise ValueError(f"runtime: the stream has batch size {self.batch_size}, got {x.shape[0]} inputs")
-        inp = m._features(x)
-        for k, dirs in enumerate(m.layers):
-            w = dirs[0]
-            self.h[k], self.c[k] = m._cell(m._project_input(inp, w), self.h[k], self.c[k], w)
-            inp = self.h[k]
-        y = inp if m.target is None else m._head(inp)
-        return y[0] if unbatched else y.copy()
+        layers = self._layers
+        first = layers[0]
+        if self._emb is not None:
+            unbatched = x.ndim == 0
+            if unbatched:
+                x = x[None]
+            if x.ndim != 1 or x.shape[0] != self.batch_size:
+                raise ValueError(f"runtime: the stream has batch size {self.batch_size}, got ids of shape {x.shape}")
+            self.model._check_ids(x)
+            w, s = self._emb
+            if s is None:
+                first.x_in[...] = w[x]
+            else:  # int8 codes · row scale, as Matrix.rows
+                np.multiply(w[x], s[x], out=first.x_in)
+        else:
+            unbatched = x.ndim == 1
+            if unbatched:
+                x = x[None]
+            if x.ndim != 2 or x.shape[0] != self.batch_size:
+                raise ValueError(
+                    f"runtime: the stream has batch size {self.batch_size}, got x_t of shape {np.shape(x_t)}; "
+                    "expected (B, I) or (I,)"
+                )
+            if x.shape[1] != first.x_in.shape[1]:
+                raise ValueError(f"runtime: expected {first.x_in.shape[1]} input features, got {x.shape[1]}")
+            first.x_in[...] = x
+        prev = None
+        for lay in layers:
+            if prev is not None:
+                np.copyto(lay.x_in, prev.h)
+            lay.step()
+            prev = lay
+        top = layers[-1]
+        y = top.h.copy() if self._head is None else np.dot(top.h1, self._head)
+        return y[0] if unbatched else y
 
 
 def load(path: str | Path, *, fast: bool = False) -> Model:
