@@ -8,8 +8,11 @@ Paths ("backends"):
 * ``"reference"``: the published equations step by step in PyTorch (:mod:`lstmkit.core.functional`);
   runs everything, on any device and dtype, and is the oracle of the tests.
 
-``backend="auto"`` (the default) runs ``"torch"`` for a plain configuration without traces, so it is
-never slower than nn.LSTM, then ``"fused"`` where the kernels support the case, else ``"reference"``.
+``backend="auto"`` (the default) runs, for a plain configuration without traces, the faster of
+``"torch"`` and ``"fused"`` as measured once on this machine (:mod:`lstmkit.core.dispatch`; with
+``LSTMKIT_DISPATCH=torch``, always ``"torch"``), so it is never slower than nn.LSTM; otherwise
+``"fused"`` where the kernels support the case, else ``"reference"``. After
+:meth:`LSTM.use_int8`, eligible inference calls run ``"int8"``.
 """
 
 from __future__ import annotations
@@ -467,7 +470,13 @@ class LSTM(nn.Module):
         if req == "auto" and cpu_autocast:
             return "reference"
         if req == "auto" and plain and not traced:
-            return "torch"
+            # both torch's LSTM and the fused kernels can run it: the faster one, measured once
+            if packed or not self._fused_supported(x, packed):
+                return "torch"
+            from . import dispatch
+
+            grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+            return dispatch.plain_choice(self, x, grad)
         fused_ok = self._fused_supported(x, packed)
         if req == "fused":
             if not fused_ok:
