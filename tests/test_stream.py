@@ -33,3 +33,44 @@ def test_stream_unbatched_and_variant():
     s = m.stream()
     got = torch.stack([s.step(x[t]).clone() for t in range(7)])
     assert torch.allclose(got, want, atol=1e-10)
+
+
+VARIANT_SETS = [
+    {"peephole": True},
+    {"layer_norm": True},
+    {"coupled": True},
+    {"zoneout": (0.3, 0.1)},
+    {"peephole": True, "layer_norm": True, "zoneout": 0.2},
+    {"coupled": True, "peephole": True, "layer_norm": True},
+]
+
+
+@pytest.mark.parametrize("variants", VARIANT_SETS, ids=lambda v: "+".join(v))
+@pytest.mark.parametrize("layers,proj,batch,dtype", [(1, 0, 1, torch.float32), (2, 3, 3, torch.float64),
+                                                     (2, 0, 2, torch.float32)])  # fmt: skip
+def test_variant_stream_is_compiled_and_equals_the_reference(variants, layers, proj, batch, dtype):
+    """Every variant streams through the compiled step; the oracle is the reference path (the
+    equations in PyTorch) over the whole sequence, evaluation mode (zoneout: its expectation)."""
+    import copy
+
+    from lstmkit import kernels
+
+    if not kernels.available():
+        pytest.skip("kernels unavailable")
+    m = lstmkit.LSTM(5, 9, layers, proj_size=proj, dtype=dtype, **variants).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.3)  # non-trivial LN gains/shifts and peepholes
+    ref = copy.deepcopy(m)
+    ref.requested_backend = "reference"
+    x = torch.randn(11, batch, 5, dtype=dtype)
+    with torch.no_grad():
+        want, (h, c) = ref(x)
+    s = m.stream(batch_size=batch)
+    assert type(s).__name__ == "FusedStream"
+    got = torch.stack([s.step(x[t]).clone() for t in range(11)])
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(got, want, atol=tol, rtol=tol)
+    hs, cs = s.state
+    torch.testing.assert_close(hs, h, atol=tol, rtol=tol)
+    torch.testing.assert_close(cs, c, atol=tol, rtol=tol)

@@ -107,13 +107,16 @@ def _fused_stream(lstm: LSTM, batch_size: int) -> Any:
     except ImportError:
         return None
     o = lstm._v.opts
-    if not kernels.stream_supports(
-        dtype=p.dtype, peephole=o.peephole, layer_norm=o.layer_norm, coupled=o.coupled, zoneout=lstm._v.has_zoneout
-    ) or not kernels.available():
+    if (
+        not kernels.stream_supports(
+            dtype=p.dtype, peephole=o.peephole, layer_norm=o.layer_norm, coupled=o.coupled, zoneout=lstm._v.has_zoneout
+        )
+        or not kernels.available()
+    ):
         return None
     layers = []
     for k in range(lstm.num_layers):
-        d: dict[str, Tensor] = {
+        d: dict[str, Any] = {
             "w_ih": getattr(lstm, f"weight_ih_l{k}").detach(),
             "w_hh": getattr(lstm, f"weight_hh_l{k}").detach(),
         }
@@ -122,5 +125,13 @@ def _fused_stream(lstm: LSTM, batch_size: int) -> Any:
             d["b_hh"] = getattr(lstm, f"bias_hh_l{k}").detach()
         if lstm.proj_size > 0:
             d["w_hr"] = getattr(lstm, f"weight_hr_l{k}").detach()
+        w = lstm._layer_weights(k, 0, training=False)
+        if o.peephole and w.peephole is not None:
+            d["peephole"] = w.peephole
+        if o.layer_norm and w.ln is not None:
+            d["ln"] = w.ln
         layers.append(d)
-    return kernels.FusedStream(layers, batch_size, proj=lstm.proj_size > 0)
+    v = lstm._v
+    return kernels.FusedStream(
+        layers, batch_size, proj=lstm.proj_size > 0, coupled=o.coupled, zoneout_c=v.zoneout_c, zoneout_h=v.zoneout_h
+    )

@@ -73,9 +73,10 @@ def contention_events() -> int:
 
 
 def stream_supports(*, dtype: torch.dtype, peephole: bool, layer_norm: bool, coupled: bool, zoneout: bool) -> bool:
-    """Whether :class:`FusedStream` covers this configuration: the plain cell, with or without a
-    projection, float32 or float64 (variants stream through the reference path)."""
-    return dtype in (torch.float32, torch.float64) and not (peephole or layer_norm or coupled or zoneout)
+    """Whether :class:`FusedStream` covers this configuration: every variant (peephole, layer norm,
+    coupled gates, zoneout's expectation), with or without a projection, float32 or float64."""
+    del peephole, layer_norm, coupled, zoneout  # all covered
+    return dtype in (torch.float32, torch.float64)
 
 
 def build_info() -> str | None:
@@ -255,7 +256,10 @@ def fused_layer(
 class FusedStream:
     """The streaming step of a stack of unidirectional layers: one time step per call, state carried.
 
-    ``layers[k]`` holds 'w_ih', 'w_hh' and optionally 'b_ih', 'b_hh', 'w_hr' (torch's shapes). The
+    ``layers[k]`` holds 'w_ih', 'w_hh' and optionally 'b_ih', 'b_hh', 'w_hr', 'peephole' (3, H) and
+    'ln' (the six layer-norm tensors: gain and shift of x W_ih^T, of h W_hh^T, of c), in torch's
+    shapes; ``coupled`` and the zoneout rates (in evaluation: c = z_c c_{t-1} + (1 - z_c) c~, the
+    same for h) apply to every layer. With layer norm the stream runs on one thread. The
     weights are packed once at construction into one concatenated [W_ih | W_hh] matrix per layer
     (a copy: later changes to the parameters are not seen; build a new stream). No autograd.
 
@@ -265,11 +269,14 @@ class FusedStream:
 
     def __init__(
         self,
-        layers: list[dict[str, torch.Tensor]],
+        layers: list[dict[str, Any]],
         batch_size: int,
         *,
         proj: bool,
         num_threads: int | None = None,
+        coupled: bool = False,
+        zoneout_c: float = 0.0,
+        zoneout_h: float = 0.0,
     ) -> None:
         if not layers:
             raise ValueError("FusedStream: expected at least one layer, got none")
@@ -295,8 +302,12 @@ class FusedStream:
                 lay["w_hr"].detach().to(dtype).contiguous() if proj and lay.get("w_hr") is not None else empty
                 for lay in layers
             ]
+            peep = [lay["peephole"].detach().to(dtype) if lay.get("peephole") is not None else empty for lay in layers]
+            ln = [[t.detach().to(dtype) for t in lay["ln"]] if lay.get("ln") is not None else [] for lay in layers]
         nt = torch.get_num_threads() if num_threads is None else int(num_threads)
-        self._impl = m.FusedStream(w_ih, w_hh, bias, w_hr, int(batch_size), nt)
+        self._impl = m.FusedStream(
+            w_ih, w_hh, bias, w_hr, int(batch_size), nt, peep, ln, bool(coupled), float(zoneout_c), float(zoneout_h)
+        )
         self.batch_size = int(batch_size)
         self.input_size = int(w_ih[0].shape[1])
         self.num_layers = len(layers)

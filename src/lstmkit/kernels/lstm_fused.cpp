@@ -430,6 +430,10 @@ struct StreamLayer {
   Tensor c;     // (B, H) cell state
   Tensor pre;   // (B, 4Hp) pre-activations, interleaved
   Tensor hc;    // (B, H) o * tanh(c) before the projection, or undefined
+  Tensor peep;  // (3, H) peephole weights p_i, p_f, p_o, or undefined
+  Tensor ln;    // layer norm: (4, 4Hp) gains/shifts of x W_ih^T and h W_hh^T interleaved, or undefined
+  Tensor lnc;   // layer norm of c: (2, H) gain, shift
+  Tensor prex;  // layer norm: (B, 4Hp) x W_ih^T (pre holds h W_hh^T)
 };
 
 // y = x @ panel for one row (B = 1): two independent accumulator sets over even / odd k so the FMA
@@ -460,8 +464,11 @@ class FusedStreamCpp {
  public:
   FusedStreamCpp(const std::vector<Tensor>& w_ih, const std::vector<Tensor>& w_hh,
                  const std::vector<Tensor>& bias, const std::vector<Tensor>& w_hr, int64_t batch,
-                 int64_t num_threads)
-      : B_(batch) {
+                 int64_t num_threads, const std::vector<Tensor>& peep, const std::vector<std::vector<Tensor>>& ln,
+                 bool coupled, double zoneout_c, double zoneout_h)
+      : B_(batch), coupled_(coupled), zc_(zoneout_c), zh_(zoneout_h) {
+    TORCH_CHECK(peep.empty() || peep.size() == w_ih.size(), "lstmkit FusedStream: one peephole tensor per layer");
+    TORCH_CHECK(ln.empty() || ln.size() == w_ih.size(), "lstmkit FusedStream: six layer-norm tensors per layer");
     TORCH_CHECK(!w_ih.empty() && w_ih.size() == w_hh.size() && w_ih.size() == bias.size() &&
                     w_ih.size() == w_hr.size(),
                 "lstmkit FusedStream: one w_ih, w_hh, bias, w_hr per layer (bias/w_hr may be empty)");
@@ -471,6 +478,7 @@ class FusedStreamCpp {
     const int64_t L = lanes_for(st_);
     auto opts = w_ih[0].options();
     int64_t wbytes = 0;
+    bool with_ln = false;
     for (size_t k = 0; k < w_ih.size(); ++k) {
       Lyr l;
       l.H = w_hh[k].size(0) / 4;
@@ -496,7 +504,20 @@ class FusedStreamCpp {
       }
       l.xh = at::zeros({B_, l.K}, opts);
       l.c = at::zeros({B_, l.H}, opts);
-      l.pre = at::empty({B_, 4 * l.Hp}, opts);
+      l.pre = at::zeros({B_, 4 * l.Hp}, opts);
+      if (!peep.empty() && peep[k].defined() && peep[k].numel() > 0) {
+        TORCH_CHECK(peep[k].numel() == 3 * l.H, "lstmkit FusedStream: peephole weights must be (3, H)");
+        l.peep = peep[k].to(st_).contiguous().reshape({3, l.H});
+      }
+      if (!ln.empty() && !ln[k].empty()) {
+        TORCH_CHECK(ln[k].size() == 6, "lstmkit FusedStream: layer norm takes 6 tensors per layer");
+        std::vector<Tensor> v;
+        for (int q = 0; q < 4; ++q) v.push_back(interleave_vec(ln[k][q].to(st_).contiguous(), l.H, L));
+        l.ln = at::stack(v);
+        l.lnc = at::stack({ln[k][4].to(st_).contiguous(), ln[k][5].to(st_).contiguous()});
+        l.prex = at::zeros({B_, 4 * l.Hp}, opts);
+        with_ln = true;
+      }
       wbytes += l.wc.numel() * l.wc.element_size();
       layers_.push_back(std::move(l));
     }
@@ -504,6 +525,7 @@ class FusedStreamCpp {
     nt_ = num_threads > 0 ? (int)num_threads : at::get_num_threads();
     if (wbytes * B_ < (1 << 20)) nt_ = 1;
     if (num_threads < 0) nt_ = (int)-num_threads;
+    if (with_ln) nt_ = 1;  // the norms reduce over all units: one thread, no extra barriers
   }
 
   Tensor step(const Tensor& x) {
@@ -575,7 +597,16 @@ class FusedStreamCpp {
         // pass 1: pre-activations of my unit blocks
         for (int64_t u = u0; u < u1; ++u) {
           const T* pan = wc + u * l.K * 4 * L;
-          if (B == 1) {
+          if (l.ln.defined()) {  // x W_ih^T and h W_hh^T apart: each has its own norm
+            T* prex = l.prex.data_ptr<T>();
+            for (int64_t b = 0; b < B; ++b) {
+              V acc[4];
+              gemv_panel<T, 4>(xh + b * l.K, pan, l.I, acc);
+              for (int q = 0; q < 4; ++q) acc[q].store(prex + b * 4 * l.Hp + u * 4 * L + q * L);
+              gemv_panel<T, 4>(xh + b * l.K + l.I, pan + l.I * 4 * L, l.R, acc);
+              for (int q = 0; q < 4; ++q) acc[q].store(pre + b * 4 * l.Hp + u * 4 * L + q * L);
+            }
+          } else if (B == 1) {
             V acc[4];
             gemv_panel<T, 4>(xh, pan, l.K, acc);
             for (int q = 0; q < 4; ++q) acc[q].store(pre + u * 4 * L + q * L);
@@ -590,25 +621,29 @@ class FusedStreamCpp {
         if ((np = team.sync(p)) <= p) return;  // everyone has read h_{t-1} before it is overwritten
         // pass 2: pointwise, h written in place into xh[:, I:] (or hc with a projection)
         split_range(l.NU, p, np, u0, u1);
-        for (int64_t u = u0; u < u1; ++u) {
-          const int64_t hu = u * L;
-          const int n = (int)std::min<int64_t>(L, l.H - hu);
-          const T* bb = bias + u * 4 * L;
-          for (int64_t b = 0; b < B; ++b) {
-            const T* pr = pre + b * 4 * l.Hp + u * 4 * L;
-            const V i = sigmoid(V::load(pr) + V::load(bb));
-            const V f = sigmoid(V::load(pr + L) + V::load(bb + L));
-            const V g = tanh(V::load(pr + 2 * L) + V::load(bb + 2 * L));
-            const V o = sigmoid(V::load(pr + 3 * L) + V::load(bb + 3 * L));
-            T* cp = c + b * l.H + hu;
-            const V cn = fmadd(f, ld(cp, n), i * g);
-            st(cn, cp, n);
-            const V h = o * tanh(cn);
-            if (l.P > 0)
-              st(h, l.hc.data_ptr<T>() + b * l.H + hu, n);
-            else
-              st(h, xh + b * l.K + l.I + hu, n);
+        if (!l.peep.defined() && !l.ln.defined() && !coupled_ && zc_ == 0.0 && zh_ == 0.0) {
+          for (int64_t u = u0; u < u1; ++u) {
+            const int64_t hu = u * L;
+            const int n = (int)std::min<int64_t>(L, l.H - hu);
+            const T* bb = bias + u * 4 * L;
+            for (int64_t b = 0; b < B; ++b) {
+              const T* pr = pre + b * 4 * l.Hp + u * 4 * L;
+              const V i = sigmoid(V::load(pr) + V::load(bb));
+              const V f = sigmoid(V::load(pr + L) + V::load(bb + L));
+              const V g = tanh(V::load(pr + 2 * L) + V::load(bb + 2 * L));
+              const V o = sigmoid(V::load(pr + 3 * L) + V::load(bb + 3 * L));
+              T* cp = c + b * l.H + hu;
+              const V cn = fmadd(f, ld(cp, n), i * g);
+              st(cn, cp, n);
+              const V h = o * tanh(cn);
+              if (l.P > 0)
+                st(h, l.hc.data_ptr<T>() + b * l.H + hu, n);
+              else
+                st(h, xh + b * l.K + l.I + hu, n);
+            }
           }
+        } else {
+          pointwise_variants<T>(l, u0, u1);
         }
         if (l.P > 0) {
           if ((np = team.sync(p)) <= p) return;
@@ -623,7 +658,8 @@ class FusedStreamCpp {
               for (int j = 0; j < 2; ++j) {
                 const int64_t cidx = q * 2 * L + j * L;
                 const int n = (int)std::max<int64_t>(0, std::min<int64_t>(L, l.P - cidx));
-                if (n > 0) st(acc[j], xh + b * l.K + l.I + cidx, n);
+                T* hp = xh + b * l.K + l.I + cidx;
+                if (n > 0) st(zh_ > 0.0 ? fmadd(V::set1((T)zh_), ld(hp, n) - acc[j], acc[j]) : acc[j], hp, n);
               }
             }
           }
@@ -640,7 +676,103 @@ class FusedStreamCpp {
     });
   }
 
+  // The pointwise pass with the variants (equations of lstmkit.core.functional.cell_step, zoneout
+  // in evaluation: the expectation). Layer norm runs with one thread (p = 0 owns all units).
+  template <typename T>
+  void pointwise_variants(const Lyr& l, int64_t u0, int64_t u1) {
+    using V = Vec<T>;
+    constexpr int L = V::L;
+    const int64_t B = B_, H = l.H, Hp = l.Hp;
+    T* xh = l.xh.data_ptr<T>();
+    T* pre = l.pre.data_ptr<T>();
+    T* c = l.c.data_ptr<T>();
+    const T* bias = l.bias.data_ptr<T>();
+    const T* peep = l.peep.defined() ? l.peep.data_ptr<T>() : nullptr;
+    const T zc = (T)zc_, zh = (T)zh_;
+    for (int64_t b = 0; b < B; ++b) {
+      T* pr = pre + b * 4 * Hp;
+      if (l.ln.defined()) {  // a = LN(x W_ih^T) + LN(h W_hh^T) (+ biases below), over the 4H entries
+        const T* lnp = l.ln.data_ptr<T>();
+        T* px = l.prex.data_ptr<T>() + b * 4 * Hp;
+        T* srcs[2] = {px, pr};
+        T mean[2], rstd[2];
+        for (int s2 = 0; s2 < 2; ++s2) {
+          double sum = 0, sq = 0;
+          for (int64_t k = 0; k < 4 * Hp; ++k) sum += srcs[s2][k];  // padded lanes are 0
+          const double m = sum / (4.0 * H);
+          for (int64_t u = 0; u < l.NU; ++u)
+            for (int q = 0; q < 4; ++q)
+              for (int j = 0; j < L && u * L + j < H; ++j) {
+                const double d = srcs[s2][u * 4 * L + q * L + j] - m;
+                sq += d * d;
+              }
+          mean[s2] = (T)m;
+          rstd[s2] = (T)(1.0 / std::sqrt(sq / (4.0 * H) + 1e-5));
+        }
+        for (int64_t k = 0; k < 4 * Hp; ++k)
+          pr[k] = ((px[k] - mean[0]) * rstd[0]) * lnp[k] + lnp[4 * Hp + k] +
+                  ((pr[k] - mean[1]) * rstd[1]) * lnp[2 * 4 * Hp + k] + lnp[3 * 4 * Hp + k];
+      }
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t hu = u * L;
+        const int n = (int)std::min<int64_t>(L, H - hu);
+        const T* bb = bias + u * 4 * L;
+        T* g4 = pr + u * 4 * L;
+        T* cp = c + b * H + hu;
+        const V c_prev = ld(cp, n);
+        V ai = V::load(g4) + V::load(bb), af = V::load(g4 + L) + V::load(bb + L);
+        if (peep) {
+          ai = fmadd(ld(peep + hu, n), c_prev, ai);
+          af = fmadd(ld(peep + H + hu, n), c_prev, af);
+        }
+        const V i = sigmoid(ai);
+        const V f = coupled_ ? V::set1(T(1)) - i : sigmoid(af);
+        const V g = tanh(V::load(g4 + 2 * L) + V::load(bb + 2 * L));
+        const V cn = fmadd(f, c_prev, i * g);
+        V ao = V::load(g4 + 3 * L) + V::load(bb + 3 * L);
+        if (peep) ao = fmadd(ld(peep + 2 * H + hu, n), cn, ao);
+        const V o = sigmoid(ao);
+        o.store(g4 + 3 * L);        // kept for the layer norm of c
+        cn.store(g4 + 2 * L);       // c~ before zoneout
+        st(zc > 0 ? fmadd(V::set1(zc), c_prev - cn, cn) : cn, cp, n);
+      }
+      T mc = 0, rc = 0;
+      if (l.ln.defined()) {  // LN of c~ over H
+        double sum = 0, sq = 0;
+        for (int64_t u = 0; u < l.NU; ++u)
+          for (int j = 0; j < L && u * L + j < H; ++j) sum += pr[u * 4 * L + 2 * L + j];
+        const double m = sum / (double)H;
+        for (int64_t u = 0; u < l.NU; ++u)
+          for (int j = 0; j < L && u * L + j < H; ++j) {
+            const double d = pr[u * 4 * L + 2 * L + j] - m;
+            sq += d * d;
+          }
+        mc = (T)m;
+        rc = (T)(1.0 / std::sqrt(sq / (double)H + 1e-5));
+      }
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t hu = u * L;
+        const int n = (int)std::min<int64_t>(L, H - hu);
+        const T* g4 = pr + u * 4 * L;
+        V cv = V::load(g4 + 2 * L);
+        if (l.ln.defined()) {
+          const T* lc = l.lnc.data_ptr<T>();
+          cv = fmadd(ld(lc + hu, n), (cv - V::set1(mc)) * V::set1(rc), ld(lc + H + hu, n));
+        }
+        const V h = V::load(g4 + 3 * L) * tanh(cv);
+        if (l.P > 0) {
+          st(h, l.hc.data_ptr<T>() + b * H + hu, n);
+        } else {
+          T* hp = xh + b * l.K + l.I + hu;
+          st(zh > 0 ? fmadd(V::set1(zh), ld(hp, n) - h, h) : h, hp, n);
+        }
+      }
+    }
+  }
+
   int64_t B_;
+  bool coupled_ = false;
+  double zc_ = 0.0, zh_ = 0.0;
   int nt_ = 1;
   at::ScalarType st_;
   std::vector<Lyr> layers_;
@@ -671,7 +803,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("contention_events", [] { return lstmkit::contention_events().load(); });
   pybind11::class_<lstmkit::FusedStreamCpp>(m, "FusedStream")
       .def(pybind11::init<const std::vector<at::Tensor>&, const std::vector<at::Tensor>&,
-                          const std::vector<at::Tensor>&, const std::vector<at::Tensor>&, int64_t, int64_t>())
+                          const std::vector<at::Tensor>&, const std::vector<at::Tensor>&, int64_t, int64_t,
+                          const std::vector<at::Tensor>&, const std::vector<std::vector<at::Tensor>>&, bool, double,
+                          double>())
       .def("step", &lstmkit::FusedStreamCpp::step)
       .def("reset", &lstmkit::FusedStreamCpp::reset)
       .def("get_state", &lstmkit::FusedStreamCpp::get_state)
