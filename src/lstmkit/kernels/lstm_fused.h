@@ -78,10 +78,12 @@ inline void cpu_relax() {
 class Team {
  public:
   static constexpr int kMaxThreads = 64;
-  static constexpr int kWindow = 16;          // barriers per contention check
-  static constexpr double kMaxWaitShare = 0.25;
-  static constexpr int64_t kLongWaitNs = 1000000;
-  static constexpr int64_t kSingleForNs = 2000000000LL;
+  static constexpr int kWindow = 64;          // barriers per contention check
+  static constexpr double kMaxWaitShare = 0.5;
+  // A single wait this long (a stall, not the 1 ms hiccups a shared VM's vCPU has now and then:
+  // treating those as oversubscription made quiet two-thread runs single-threaded most of the time).
+  static constexpr int64_t kLongWaitNs = 20000000;
+  static constexpr int64_t kSingleForNs = 500000000LL;
 
   explicit Team(int np) : np_(std::max(1, std::min(np, kMaxThreads))), active_(np_) {
     for (auto& w : wait_) w.ns = 0;
