@@ -143,6 +143,21 @@ inline void int8_block(const int8_t* const* rows, const int8_t* pan, int64_t j0,
 #endif
 }
 
+// n values v * mul, rounded to nearest even and clamped to [-127, 127], as int8 (= nearbyint).
+inline void quantize_scaled(const float* v, int64_t n, float mul, int8_t* q) {
+  int64_t k = 0;
+#if LSTMKIT_HAVE_AVX2
+  const __m256 m = _mm256_set1_ps(mul), hi = _mm256_set1_ps(127.f), lo = _mm256_set1_ps(-127.f);
+  for (; k + 8 <= n; k += 8) {
+    const __m256 y = _mm256_max_ps(lo, _mm256_min_ps(hi, _mm256_mul_ps(_mm256_loadu_ps(v + k), m)));
+    const __m256i i32 = _mm256_cvtps_epi32(y);  // MXCSR rounding: nearest even, as std::nearbyint
+    const __m128i i16 = _mm_packs_epi32(_mm256_castsi256_si128(i32), _mm256_extracti128_si256(i32, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(q + k), _mm_packs_epi16(i16, i16));
+  }
+#endif
+  for (; k < n; ++k) q[k] = (int8_t)std::nearbyint(std::min(127.f, std::max(-127.f, v[k] * mul)));
+}
+
 // Codes one row of n floats with the dynamic scale max|v| / 127; returns the scale (0 for all zeros).
 inline float quantize_row_dynamic(const float* v, int64_t n, int8_t* q) {
   float amax = 0.f;
@@ -151,8 +166,7 @@ inline float quantize_row_dynamic(const float* v, int64_t n, int8_t* q) {
     std::memset(q, 0, (size_t)n);
     return 0.f;
   }
-  const float inv = 127.0f / amax;
-  for (int64_t k = 0; k < n; ++k) q[k] = (int8_t)std::nearbyint(std::min(127.f, std::max(-127.f, v[k] * inv)));
+  quantize_scaled(v, n, 127.0f / amax, q);
   return amax / 127.0f;
 }
 
@@ -314,7 +328,7 @@ class Int8StreamCpp {
             }
             int8_t* hq = xq + b * stride + l.QX * 4;
             const int64_t e = std::min<int64_t>(l.H, u * 8 + 8);
-            for (int64_t k = u * 8; k < e; ++k) hq[k] = quantize_h(hf[b * l.H + k]);
+            quantize_scaled(hf + b * l.H + u * 8, e - u * 8, 127.0f, hq + u * 8);
           }
         }
         if ((np = team.sync(p)) <= p) return;  // h_t of this layer complete
