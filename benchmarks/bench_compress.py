@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -68,8 +69,15 @@ def measure(run_dir: Path, work: Path, reps: int) -> dict[str, Any]:
     with torch.no_grad():
         t_step = median_time(lambda: model.head(tstream.step(emb)), reps, 200)
     nonzero = sum(int((p != 0).sum()) for p in model.parameters())
+    stored = load_file(str(run_dir / "model.safetensors"))  # parameters as stored (low-rank: the factors)
+    stored_params = sum(
+        t.numel() * (2 if k.endswith(".q") and t.dtype == torch.uint8 else 1)  # int4: two codes a byte
+        for k, t in stored.items()
+        if not k.endswith(".scale")
+    )
     return {
-        "params": count_params(model),
+        "params": stored_params,
+        "model_params": count_params(model),
         "nonzero": nonzero,
         "disk": (run_dir / "model.safetensors").stat().st_size,
         "bundle": (bundle / "weights.bin").stat().st_size,
