@@ -253,7 +253,45 @@ def fused_layer(
     return y, hT, cT, None
 
 
-class FusedStream:
+class _CompiledStream:
+    """What the compiled streams share: the checked step, reset and the state (``_impl`` is the C++
+    object; subclasses set it, ``batch_size``, ``input_size``, ``num_layers`` and ``_dtype``)."""
+
+    _impl: Any
+    batch_size: int
+    input_size: int
+    num_layers: int
+    _dtype: torch.dtype
+
+    def step(self, x_t: torch.Tensor) -> torch.Tensor:
+        """One step: x_t (B, I) or, for batch_size 1, (I,) -> h_t of the last layer (B, R) or (R,)."""
+        try:
+            return self._impl.step(x_t)  # type: ignore[no-any-return]
+        except (RuntimeError, TypeError) as e:  # the C++ side checks; say it as the documented ValueError
+            got = tuple(x_t.shape) if isinstance(x_t, torch.Tensor) else type(x_t).__name__
+            one = f" or ({self.input_size},)" if self.batch_size == 1 else ""
+            kind = str(self._dtype).replace("torch.", "")
+            raise ValueError(
+                f"LSTM.stream: expected x_t of shape ({self.batch_size}, {self.input_size}){one}, got {got}; x_t "
+                f"must be a CPU {kind} tensor ({str(e).splitlines()[0]})"
+            ) from None
+
+    def reset(self) -> None:
+        """Set h and c of every layer to zeros."""
+        self._impl.reset()
+
+    @property
+    def state(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h (L, B, R), c (L, B, H)): copies of the current state."""
+        h, c = self._impl.get_state()
+        return h, c
+
+    def set_state(self, h: torch.Tensor, c: torch.Tensor) -> None:
+        """Load a state (h (L, B, R), c (L, B, H)), e.g. the final state of a whole-sequence run."""
+        self._impl.set_state(h.detach().to(self._dtype).contiguous(), c.detach().to(self._dtype).contiguous())
+
+
+class FusedStream(_CompiledStream):
     """The streaming step of a stack of unidirectional layers: one time step per call, state carried.
 
     ``layers[k]`` holds 'w_ih', 'w_hh' and optionally 'b_ih', 'b_hh', 'w_hr', 'peephole' (3, H) and
@@ -311,34 +349,10 @@ class FusedStream:
         self.batch_size = int(batch_size)
         self.input_size = int(w_ih[0].shape[1])
         self.num_layers = len(layers)
-
-    def step(self, x_t: torch.Tensor) -> torch.Tensor:
-        """One step: x_t (B, I) or (I,) -> h_t of the last layer (B, R) or (R,)."""
-        try:
-            return self._impl.step(x_t)  # type: ignore[no-any-return]
-        except (RuntimeError, TypeError) as e:  # the C++ side checks; say it as the documented ValueError
-            got = tuple(x_t.shape) if isinstance(x_t, torch.Tensor) else type(x_t).__name__
-            one = f" or ({self.input_size},)" if self.batch_size == 1 else ""
-            raise ValueError(
-                f"LSTM.stream: expected x_t of shape ({self.batch_size}, {self.input_size}){one}, got {got} ({e})"
-            ) from None
-
-    def reset(self) -> None:
-        """Set h and c of every layer to zeros."""
-        self._impl.reset()
-
-    @property
-    def state(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(h (L, B, R), c (L, B, H)): copies of the current state."""
-        h, c = self._impl.get_state()
-        return h, c
-
-    def set_state(self, h: torch.Tensor, c: torch.Tensor) -> None:
-        """Load a state (h (L, B, R), c (L, B, H)), e.g. the final state of a whole-sequence run."""
-        self._impl.set_state(h.detach().contiguous(), c.detach().contiguous())
+        self._dtype = dtype
 
 
-class Int8Stream:
+class Int8Stream(_CompiledStream):
     """The int8 LSTM step of a stack of plain unidirectional layers (inference; no projection).
 
     ``layers[k]`` holds the codes of lstmkit.compress: 'q_ih' (4H, I) and 'q_hh' (4H, H) int8 in
@@ -371,33 +385,8 @@ class Int8Stream:
         self.batch_size = int(batch_size)
         self.input_size = int(q_ih[0].shape[1])
         self.num_layers = len(layers)
-
-    def step(self, x_t: torch.Tensor) -> torch.Tensor:
-        """One step: x_t (B, I) or (I,) -> h_t of the last layer (B, H) or (H,)."""
-        try:
-            return self._impl.step(x_t)  # type: ignore[no-any-return]
-        except (RuntimeError, TypeError) as e:
-            got = tuple(x_t.shape) if isinstance(x_t, torch.Tensor) else type(x_t).__name__
-            one = f" or ({self.input_size},)" if self.batch_size == 1 else ""
-            raise ValueError(
-                f"LSTM.stream: expected float32 x_t of shape ({self.batch_size}, {self.input_size}){one}, got "
-                f"{got} ({str(e).splitlines()[0]})"
-            ) from None
+        self._dtype = torch.float32
 
     def sequence(self, x: torch.Tensor) -> torch.Tensor:
         """x (T, B, I) float32 -> the last layer's h of every step (T, B, H)."""
         return self._impl.sequence(x)  # type: ignore[no-any-return]
-
-    def reset(self) -> None:
-        """Set h and c of every layer to zeros."""
-        self._impl.reset()
-
-    @property
-    def state(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(h (L, B, H), c (L, B, H)): copies of the current state."""
-        h, c = self._impl.get_state()
-        return h, c
-
-    def set_state(self, h: torch.Tensor, c: torch.Tensor) -> None:
-        """Load a state (h (L, B, H), c (L, B, H))."""
-        self._impl.set_state(h.detach().float().contiguous(), c.detach().float().contiguous())
