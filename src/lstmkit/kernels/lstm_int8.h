@@ -158,6 +158,42 @@ inline void quantize_scaled(const float* v, int64_t n, float mul, int8_t* q) {
   for (; k < n; ++k) q[k] = (int8_t)std::nearbyint(std::min(127.f, std::max(-127.f, v[k] * mul)));
 }
 
+// One row (batch 1) against NB unit blocks at once (their panels read side by side: more loads in
+// flight while the codes stream from L3): acc[k][q] = sum over quads j in [0, nq) of row . w(k, j, q).
+template <int NB>
+inline void int8_blocks_row(const int8_t* row, const int8_t* const* pans, int64_t nq, int32_t acc[NB][4][8]) {
+#if LSTMKIT_HAVE_AVX2
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i a[NB][4];
+  for (int k = 0; k < NB; ++k)
+    for (int q = 0; q < 4; ++q) a[k][q] = _mm256_setzero_si256();
+  for (int64_t j = 0; j < nq; ++j) {
+    int32_t quad;
+    std::memcpy(&quad, row + j * 4, 4);
+    const __m256i sx = _mm256_set1_epi32(quad), ax = _mm256_abs_epi8(sx);
+#pragma GCC unroll 8
+    for (int k = 0; k < NB; ++k) {
+      const int8_t* p = pans[k] + j * 128;
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) {
+        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + q * 32));
+        const __m256i prod = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w, sx));
+        a[k][q] = _mm256_add_epi32(a[k][q], _mm256_madd_epi16(prod, ones));
+      }
+    }
+  }
+  for (int k = 0; k < NB; ++k)
+    for (int q = 0; q < 4; ++q) _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc[k][q]), a[k][q]);
+#else
+  for (int k = 0; k < NB; ++k) {
+    int32_t one[1][4][8];
+    const int8_t* rows[1] = {row};
+    int8_block<1>(rows, pans[k], 0, nq, one);
+    std::memcpy(acc[k], one[0], sizeof(one[0]));
+  }
+#endif
+}
+
 // Codes one row of n floats with the dynamic scale max|v| / 127; returns the scale (0 for all zeros).
 inline float quantize_row_dynamic(const float* v, int64_t n, int8_t* q) {
   float amax = 0.f;
@@ -297,7 +333,10 @@ class Int8StreamCpp {
         int64_t u0, u1;
         split_range(l.NU, p, np, u0, u1);
         // pass 1: pre-activations of my unit blocks (without the bias)
-        for (int64_t u = u0; u < u1; ++u) {
+        int64_t u = u0;
+        if (B == 1)
+          for (; u + 2 <= u1; u += 2) pair_row(xq, sx[0], l, w, sih, shh, u, pre);
+        for (; u < u1; ++u) {
           const int8_t* pan = w + u * l.KQ * 128;
           const float* si = sih + u * 32;
           const float* sh = shh + u * 32;
@@ -346,6 +385,25 @@ class Int8StreamCpp {
         if ((np = team.sync(p)) <= p) return;
       }
     });
+  }
+
+  // Batch 1: unit blocks u and u + 1 together.
+  static void pair_row(const int8_t* xq, float s, const Int8Layer& l, const int8_t* w, const float* sih,
+                       const float* shh, int64_t u, float* pre) {
+    alignas(32) int32_t ax[2][4][8];
+    alignas(32) int32_t ah[2][4][8];
+    const int8_t* px[2] = {w + u * l.KQ * 128, w + (u + 1) * l.KQ * 128};
+    const int8_t* ph[2] = {px[0] + l.QX * 128, px[1] + l.QX * 128};
+    int8_blocks_row<2>(xq, px, l.QX, ax);
+    int8_blocks_row<2>(xq + l.QX * 4, ph, l.QH, ah);
+    for (int k = 0; k < 2; ++k) {
+      const float* si = sih + (u + k) * 32;
+      const float* sh = shh + (u + k) * 32;
+      float* dst = pre + (u + k) * 32;
+      for (int q = 0; q < 4; ++q)
+        for (int n = 0; n < 8; ++n)
+          dst[q * 8 + n] = si[q * 8 + n] * s * (float)ax[k][q][n] + sh[q * 8 + n] * (float)ah[k][q][n];
+    }
   }
 
   template <int MR>
