@@ -408,6 +408,10 @@ def train(
     metric = task.main_metric
     ckpt_every = cfg.checkpoint_every or cfg.eval_every
     stopped = "max_steps"
+    if cfg.arch == "lstm" and next(model.parameters()).device.type == "cpu":
+        from .. import kernels
+
+        kernels.available()  # a first use builds the compiled kernels (~1 min): before the clock starts
     t_start = time.perf_counter()
     pending: list[dict[str, Any]] = []
     last_loss = float("nan")
