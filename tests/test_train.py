@@ -237,3 +237,24 @@ def test_load_errors(tmp_path):
     with pytest.raises(RunError, match="unknown config format 99"):
         load_run(tmp_path / "r")
     make_task("mystery", **TINY)  # the task itself is fine
+
+
+def test_kernel_build_is_not_charged_to_the_time_budget(tmp_path, monkeypatch):
+    """A first use builds the compiled kernels (about a minute on a fresh machine); train() does it
+    before its clock starts, so a time budget buys training steps (make demo's LSTM once got one)."""
+    import time
+
+    from lstmkit import kernels
+
+    calls = []
+
+    def slow_build() -> bool:
+        if not calls:
+            time.sleep(1.5)  # the first call builds (in miniature); later calls answer from the cache
+        calls.append(1)
+        return False
+
+    monkeypatch.setattr(kernels, "available", slow_build)
+    res = train(_cfg(max_steps=100_000, max_time=1.0, eval_every=1000), tmp_path / "r", progress=False)
+    assert calls and res.stopped_because == "max_time"
+    assert res.steps > 5
