@@ -378,12 +378,16 @@ class LSTM(nn.Module):
             cache[batch] = kernels.Int8Stream(layers, batch)
         return cache[batch]
 
+    def _needs_grad(self, x: Tensor) -> bool:
+        """Whether this call builds an autograd graph (through the input or the parameters)."""
+        return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+
     def _int8_now(self, x: Tensor, traced: bool, packed: bool) -> bool:
         if getattr(self, "_int8", None) is None or self.training or traced or packed:
             return False
         if x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
             return False
-        return not torch.is_grad_enabled() or not (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        return not self._needs_grad(x)
 
     def _forward_int8(self, x: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         runner = self._int8_runner(int(x.shape[1]))
@@ -475,8 +479,7 @@ class LSTM(nn.Module):
                 return "torch"
             from . import dispatch
 
-            grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-            return dispatch.plain_choice(self, x, grad)
+            return dispatch.plain_choice(self, x, self._needs_grad(x))
         fused_ok = self._fused_supported(x, packed)
         if req == "fused":
             if not fused_ok:
@@ -494,7 +497,7 @@ class LSTM(nn.Module):
             return False
         if not hasattr(kernels, "supports"):
             return False
-        needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        needs_grad = self._needs_grad(x)
         return bool(
             kernels.supports(
                 dtype=x.dtype,
