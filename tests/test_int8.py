@@ -1,7 +1,7 @@
 """The int8 kernel (lstmkit.kernels.Int8Stream, LSTM.use_int8, quantize's calibration) against an
 independent NumPy oracle of its published arithmetic: weights coded per output row
-(lstmkit.runtime.quant), matrix inputs coded per step (x: max|x| / 127 per row; h: the fixed step
-1/127), exact integer products, float gates and cell."""
+(lstmkit.runtime.quant), matrix inputs coded per step to 7-bit codes in [-63, 63] (x: max|x| / 63
+per row; h: the fixed step 1/63), exact integer products, float gates and cell."""
 
 from __future__ import annotations
 
@@ -28,11 +28,14 @@ def _sig(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
+A = 63  # the largest activation code
+
+
 def _code_dynamic(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     amax = np.abs(v).max(axis=1, keepdims=True).astype(np.float32)
-    inv = np.where(amax > 0, np.float32(127) / np.maximum(amax, np.float32(1e-30)), np.float32(0)).astype(np.float32)
-    q = np.clip(np.rint((v * inv).astype(np.float32)), -127, 127)
-    return q, (amax / np.float32(127)).astype(np.float32)
+    inv = np.where(amax > 0, np.float32(A) / np.maximum(amax, np.float32(1e-30)), np.float32(0)).astype(np.float32)
+    q = np.clip(np.rint((v * inv).astype(np.float32)), -A, A)
+    return q, (amax / np.float32(A)).astype(np.float32)
 
 
 def oracle(layers: list[dict[str, np.ndarray]], xs: np.ndarray, h0=None, c0=None) -> tuple[np.ndarray, ...]:
@@ -46,10 +49,10 @@ def oracle(layers: list[dict[str, np.ndarray]], xs: np.ndarray, h0=None, c0=None
         inp = xs[t].astype(np.float32)
         for k, w in enumerate(layers):
             xq, sx = _code_dynamic(inp)
-            hq = np.clip(np.rint((hs[k].astype(np.float32) * np.float32(127)).astype(np.float32)), -127, 127)
+            hq = np.clip(np.rint((hs[k].astype(np.float32) * np.float32(A)).astype(np.float32)), -A, A)
             ax = xq @ w["q_ih"].astype(np.float64).T  # exact: integers below 2^53
             ah = hq @ w["q_hh"].astype(np.float64).T
-            pre = w["s_ih"] * sx * ax + w["s_hh"] / 127.0 * ah + w["bias"]
+            pre = w["s_ih"] * sx * ax + w["s_hh"] / float(A) * ah + w["bias"]
             i, f, g, o = np.split(pre, 4, axis=1)
             cs[k] = _sig(f) * cs[k] + _sig(i) * np.tanh(g)
             hs[k] = _sig(o) * np.tanh(cs[k])

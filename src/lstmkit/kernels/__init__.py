@@ -357,9 +357,10 @@ class Int8Stream(_CompiledStream):
 
     ``layers[k]`` holds the codes of lstmkit.compress: 'q_ih' (4H, I) and 'q_hh' (4H, H) int8 in
     [-127, 127], their row scales 's_ih', 's_hh' (4H,) float32, and optionally 'bias' (4H,) =
-    b_ih + b_hh. The inputs of the two products are coded to int8 on the fly (x_t: one scale per row,
-    max|x_t| / 127; h_{t-1} in (-1, 1): the fixed step 1/127); the products are exact in int32 and
-    the gates, the cell and h stay float32. See lstm_int8.h.
+    b_ih + b_hh. The inputs of the two products are coded on the fly to 7-bit codes in [-63, 63]
+    (x_t: one step per row, max|x_t| / 63; h_{t-1} in (-1, 1): the fixed step 1/63; 7 bits let
+    AVX2's vpmaddubsw take them without a sign fix-up, see lstm_int8.h); the products are exact in
+    int32 and the gates, the cell and h stay float32.
 
     ``step(x_t)``: (B, I) or, for batch_size 1, (I,) float32 -> h_t of the last layer.
     ``sequence(x)``: (T, B, I) -> (T, B, H), carrying the state on from the current one.

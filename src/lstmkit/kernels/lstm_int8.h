@@ -1,16 +1,21 @@
 // lstmkit int8 kernel: the LSTM step (streaming and whole sequences, inference) with int8 weights.
 //
 // Weights: the int8 codes of lstmkit.compress (one float32 scale per output row, codes in
-// [-127, 127]). Activations of the two matrix products are coded to int8 on the fly:
-//   * the layer input x_t: one scale per row of the batch, s_x = max|x_t| / 127 (dynamic);
-//   * the recurrent input h_{t-1}, which lies in (-1, 1): the fixed step 1/127.
+// [-127, 127]). Activations of the two matrix products are coded on the fly to 7-bit codes in
+// [-63, 63] (kActMax):
+//   * the layer input x_t: one step per row of the batch, s_x = max|x_t| / 63 (dynamic);
+//   * the recurrent input h_{t-1}, which lies in (-1, 1): the fixed step 1/63.
 // The products are exact in int32; then
-//   pre[n] = s_ih[n] * s_x * sum_k q_ih[n,k] x_q[k] + s_hh[n] / 127 * sum_k q_hh[n,k] h_q[k] + b[n]
+//   pre[n] = s_ih[n] * s_x * sum_k q_ih[n,k] x_q[k] + s_hh[n] / 63 * sum_k q_hh[n,k] h_q[k] + b[n]
 // and the gates, the cell and h stay float32 (the pointwise pass is the float kernel's).
 //
-// With AVX2 the products use vpmaddubsw on |x| and sign(w, x) (no saturation: 2 * 127 * 127 <
-// 32767), widened by vpmaddwd; 32 multiply-adds in four instructions on a quarter of the bytes of
-// float32 weights. Without AVX2 the same arithmetic runs in plain loops.
+// Why 7 bits: with AVX2 the products use vpmaddubsw, which multiplies unsigned by signed bytes. A
+// code stored with the offset 64 is an unsigned byte in [1, 127], so it multiplies the weight codes
+// directly (2 * 127 * 127 < 32767: no saturation), widened by vpmaddwd, and the offset comes off
+// exactly in int32 (64 * the row sums of the weight codes, precomputed). 32 multiply-adds take three
+// vector-multiply-port instructions; 8-bit signed codes need a fourth (vpsignb, to move the sign of
+// x onto w), and on this machine's Zen 3 those ports are the bound: 8-bit codes ran the step-large
+// product about 1.3x slower. Without AVX2 the same arithmetic runs in plain loops.
 //
 // Packed layout: per block u of 8 hidden units, per quad j of 4 input columns, per gate q: 32 bytes,
 // lane n holding W_q[8u + n][4j .. 4j + 3]. The x-quads (from W_ih) come first, then the h-quads
@@ -29,12 +34,26 @@
 
 namespace lstmkit {
 
+// Activation codes: a value v with step s is coded as round(v / s) in [-kActMax, kActMax], stored
+// with the offset kActOffset, i.e. as an unsigned byte in [1, 127]: vpmaddubsw multiplies it by the
+// signed weight codes directly (2 * 127 * 127 < 32767: the int16 pair sums never saturate), and the
+// offset is taken off exactly in int32 with the precomputed row sums of the weight codes.
+constexpr int kActMax = 63;
+constexpr int kActOffset = 64;
+
 struct Int8Layer {
   int64_t I = 0, H = 0, NU = 0, QX = 0, QH = 0, KQ = 0;  // QX/QH quads of x and h, KQ = QX + QH
   at::Tensor w;      // (NU, KQ, 4, 8, 4) int8
   at::Tensor s_ih;   // (NU, 4, 8) float
   at::Tensor s_hh;   // (NU, 4, 8) float, already divided by 127
   at::Tensor bias;   // (NU, 4, 8) float (zeros without biases)
+  at::Tensor corr;   // (NU, 2, 4, 8) int32: kActOffset * the row sums of the x and of the h codes
+  // raw pointers into the tensors above (set by pack_int8_layer; the tensors own the memory)
+  const int8_t* pw = nullptr;
+  const float* psi = nullptr;
+  const float* psh = nullptr;
+  const float* pb = nullptr;
+  const int32_t* pc = nullptr;
 };
 
 // Packs one layer's codes (q_ih (4H, I), q_hh (4H, H) int8; scales (4H,) float; bias (4H,) or empty).
@@ -94,8 +113,24 @@ inline Int8Layer pack_int8_layer(const at::Tensor& q_ih, const at::Tensor& s_ih,
   };
   (void)Hp;
   l.s_ih = inter(s_ih, 1.0f);
-  l.s_hh = inter(s_hh, 1.0f / 127.0f);
+  l.s_hh = inter(s_hh, 1.0f / (float)kActMax);
   l.bias = inter(bias, 1.0f);
+  l.pw = l.w.data_ptr<int8_t>();
+  l.psi = l.s_ih.data_ptr<float>();
+  l.psh = l.s_hh.data_ptr<float>();
+  l.pb = l.bias.data_ptr<float>();
+  // the activation codes carry the offset kActOffset: subtract kActOffset * sum_k w[n, k] per product
+  l.corr = at::zeros({l.NU, 2, 4, 8}, at::kInt);
+  int32_t* cr = l.corr.data_ptr<int32_t>();
+  for (int64_t u = 0; u < l.NU; ++u)
+    for (int64_t j = 0; j < l.KQ; ++j)
+      for (int q = 0; q < 4; ++q)
+        for (int n = 0; n < 8; ++n) {
+          const int8_t* src = w + (((u * l.KQ + j) * 4 + q) * 8 + n) * 4;
+          cr[((u * 2 + (j < l.QX ? 0 : 1)) * 4 + q) * 8 + n] +=
+              kActOffset * ((int32_t)src[0] + src[1] + src[2] + src[3]);
+        }
+  l.pc = cr;
   return l;
 }
 
@@ -108,19 +143,18 @@ inline void int8_block(const int8_t* const* rows, const int8_t* pan, int64_t j0,
   for (int m = 0; m < MR; ++m)
     for (int q = 0; q < 4; ++q) a[m][q] = _mm256_setzero_si256();
   for (int64_t j = j0; j < j1; ++j) {
-    __m256i sx[MR], ax[MR];
+    __m256i ax[MR];
     for (int m = 0; m < MR; ++m) {
       int32_t quad;
       std::memcpy(&quad, rows[m] + j * 4, 4);
-      sx[m] = _mm256_set1_epi32(quad);
-      ax[m] = _mm256_abs_epi8(sx[m]);
+      ax[m] = _mm256_set1_epi32(quad);
     }
     const int8_t* p = pan + j * 128;
 #pragma GCC unroll 4
     for (int q = 0; q < 4; ++q) {
       const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + q * 32));
       for (int m = 0; m < MR; ++m) {
-        const __m256i prod = _mm256_maddubs_epi16(ax[m], _mm256_sign_epi8(w, sx[m]));
+        const __m256i prod = _mm256_maddubs_epi16(ax[m], w);
         a[m][q] = _mm256_add_epi32(a[m][q], _mm256_madd_epi16(prod, ones));
       }
     }
@@ -143,19 +177,23 @@ inline void int8_block(const int8_t* const* rows, const int8_t* pan, int64_t j0,
 #endif
 }
 
-// n values v * mul, rounded to nearest even and clamped to [-127, 127], as int8 (= nearbyint).
+// n activation codes: v * mul rounded to nearest even (= nearbyint), clamped to [-kActMax, kActMax],
+// plus kActOffset.
 inline void quantize_scaled(const float* v, int64_t n, float mul, int8_t* q) {
   int64_t k = 0;
+  constexpr float A = (float)kActMax;
 #if LSTMKIT_HAVE_AVX2
-  const __m256 m = _mm256_set1_ps(mul), hi = _mm256_set1_ps(127.f), lo = _mm256_set1_ps(-127.f);
+  const __m256 m = _mm256_set1_ps(mul), hi = _mm256_set1_ps(A), lo = _mm256_set1_ps(-A);
+  const __m256i off = _mm256_set1_epi32(kActOffset);
   for (; k + 8 <= n; k += 8) {
     const __m256 y = _mm256_max_ps(lo, _mm256_min_ps(hi, _mm256_mul_ps(_mm256_loadu_ps(v + k), m)));
-    const __m256i i32 = _mm256_cvtps_epi32(y);  // MXCSR rounding: nearest even, as std::nearbyint
+    // MXCSR rounding: nearest even, as std::nearbyint
+    const __m256i i32 = _mm256_add_epi32(_mm256_cvtps_epi32(y), off);
     const __m128i i16 = _mm_packs_epi32(_mm256_castsi256_si128(i32), _mm256_extracti128_si256(i32, 1));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(q + k), _mm_packs_epi16(i16, i16));
   }
 #endif
-  for (; k < n; ++k) q[k] = (int8_t)std::nearbyint(std::min(127.f, std::max(-127.f, v[k] * mul)));
+  for (; k < n; ++k) q[k] = (int8_t)(std::nearbyint(std::min(A, std::max(-A, v[k] * mul))) + kActOffset);
 }
 
 // One row (batch 1) against NB unit blocks at once (their panels read side by side: more loads in
@@ -170,14 +208,14 @@ inline void int8_blocks_row(const int8_t* row, const int8_t* const* pans, int64_
   for (int64_t j = 0; j < nq; ++j) {
     int32_t quad;
     std::memcpy(&quad, row + j * 4, 4);
-    const __m256i sx = _mm256_set1_epi32(quad), ax = _mm256_abs_epi8(sx);
+    const __m256i ax = _mm256_set1_epi32(quad);
 #pragma GCC unroll 8
     for (int k = 0; k < NB; ++k) {
       const int8_t* p = pans[k] + j * 128;
 #pragma GCC unroll 4
       for (int q = 0; q < 4; ++q) {
         const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + q * 32));
-        const __m256i prod = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w, sx));
+        const __m256i prod = _mm256_maddubs_epi16(ax, w);
         a[k][q] = _mm256_add_epi32(a[k][q], _mm256_madd_epi16(prod, ones));
       }
     }
@@ -194,19 +232,17 @@ inline void int8_blocks_row(const int8_t* row, const int8_t* const* pans, int64_
 #endif
 }
 
-// Codes one row of n floats with the dynamic scale max|v| / 127; returns the scale (0 for all zeros).
+// Codes one row of n floats with the dynamic step max|v| / kActMax; returns the step (0 for all zeros).
 inline float quantize_row_dynamic(const float* v, int64_t n, int8_t* q) {
   float amax = 0.f;
   for (int64_t k = 0; k < n; ++k) amax = std::max(amax, std::fabs(v[k]));
   if (!(amax > 0.f) || !std::isfinite(amax)) {
-    std::memset(q, 0, (size_t)n);
+    std::memset(q, kActOffset, (size_t)n);
     return 0.f;
   }
-  quantize_scaled(v, n, 127.0f / amax, q);
-  return amax / 127.0f;
+  quantize_scaled(v, n, (float)kActMax / amax, q);
+  return amax / (float)kActMax;
 }
-
-inline int8_t quantize_h(float h) { return (int8_t)std::nearbyint(std::min(127.f, std::max(-127.f, h * 127.0f))); }
 
 class Int8StreamCpp {
  public:
@@ -225,16 +261,17 @@ class Int8StreamCpp {
       wbytes += l.w.numel();
       layers_.push_back(std::move(l));
     }
-    for (const auto& l : layers_) {
-      xq_.push_back(at::zeros({B_, (l.QX + l.QH) * 4}, at::kChar));
-      sx_.push_back(at::zeros({B_}, at::kFloat));
-      h_.push_back(at::zeros({B_, l.H}, at::kFloat));
-      c_.push_back(at::zeros({B_, l.H}, at::kFloat));
-      pre_.push_back(at::zeros({B_, l.NU * 32}, at::kFloat));
-    }
     nt_ = num_threads > 0 ? (int)num_threads : at::get_num_threads();
     if (wbytes * B_ < (1 << 19)) nt_ = 1;  // fits one core's L2 many times over: threads cost more
     if (num_threads < 0) nt_ = (int)-num_threads;
+    nt_ = std::max(1, std::min(nt_, Team::kMaxThreads));
+    for (const auto& l : layers_) {
+      xq_.push_back(at::zeros({nt_, B_, l.QX * 4}, at::kChar));  // each thread codes the layer input itself
+      sx_.push_back(at::zeros({nt_, B_}, at::kFloat));
+      hq_.push_back(at::full({2, B_, l.QH * 4}, kActOffset, at::kChar));  // h_{t-1} and h_t: read one, write the other
+      h_.push_back(at::zeros({B_, l.H}, at::kFloat));
+      c_.push_back(at::zeros({B_, l.H}, at::kFloat));
+    }
   }
 
   int64_t input_size() const { return layers_.front().I; }
@@ -250,7 +287,7 @@ class Int8StreamCpp {
                 x.sizes());
     const at::Tensor xc = x.contiguous();
     at::Tensor out = flat ? at::empty({hidden_size()}, xc.options()) : at::empty({B_, hidden_size()}, xc.options());
-    run(xc.data_ptr<float>(), out.data_ptr<float>());
+    run(xc.data_ptr<float>(), out.data_ptr<float>(), 1);
     return out;
   }
 
@@ -261,20 +298,18 @@ class Int8StreamCpp {
                 "lstmkit Int8Stream.sequence: x must be CPU float32 (T, ", B_, ", ", input_size(), "), got ",
                 x.sizes());
     const at::Tensor xc = x.contiguous();
-    const int64_t T = x.size(0), H = hidden_size(), I = input_size();
+    const int64_t T = x.size(0), H = hidden_size();
     at::Tensor y = at::empty({T, B_, H}, xc.options());
-    const float* xp = xc.data_ptr<float>();
-    float* yp = y.data_ptr<float>();
-    {
+    if (T > 0) {
       pybind11::gil_scoped_release nogil;
-      for (int64_t t = 0; t < T; ++t) run(xp + t * B_ * I, yp + t * B_ * H);
+      run(xc.data_ptr<float>(), y.data_ptr<float>(), T);
     }
     return y;
   }
 
   void reset() {
     for (size_t k = 0; k < layers_.size(); ++k) {
-      xq_[k].zero_();
+      hq_[k].fill_(kActOffset);
       h_[k].zero_();
       c_[k].zero_();
     }
@@ -295,141 +330,137 @@ class Int8StreamCpp {
       h_[k].copy_(h[k]);
       c_[k].copy_(c[k]);
       const float* hp = h_[k].data_ptr<float>();
-      int8_t* q = xq_[k].data_ptr<int8_t>();
-      const int64_t stride = (l.QX + l.QH) * 4;
-      for (int64_t b = 0; b < B_; ++b)
-        for (int64_t u = 0; u < l.H; ++u) q[b * stride + l.QX * 4 + u] = quantize_h(hp[b * l.H + u]);
+      int8_t* q = hq_[k].data_ptr<int8_t>() + parity_ * B_ * l.QH * 4;
+      for (int64_t b = 0; b < B_; ++b) quantize_scaled(hp + b * l.H, l.H, (float)kActMax, q + b * l.QH * 4);
     }
   }
 
   int64_t num_threads() const { return nt_; }
 
  private:
-  void run(const float* x, float* out) {
-    using V = Vec<float>;
-    constexpr int L = V::L;
-    static_assert(L == 8 || L == 4 || L == 1, "lanes");
-    const int64_t B = B_;
-    {
-      const Int8Layer& l0 = layers_[0];
-      int8_t* q = xq_[0].data_ptr<int8_t>();
-      float* sx = sx_[0].data_ptr<float>();
-      const int64_t stride = (l0.QX + l0.QH) * 4;
-      for (int64_t b = 0; b < B; ++b) sx[b] = quantize_row_dynamic(x + b * l0.I, l0.I, q + b * stride);
-    }
+  // T steps: x (T, B, I) -> y (T, B, H) of the last layer. One barrier per layer per step: each
+  // thread owns the same unit blocks in the product and in the pointwise pass (so no barrier between
+  // them), and the int8 codes of h are double-buffered (step t reads h_{t-1}'s codes and writes h_t's
+  // into the other buffer, so nobody overwrites what another thread may still read). The barrier
+  // closes the step (or the layer: the next layer codes this one's whole h_t as its input).
+  void run(const float* x, float* y, int64_t T) {
+    const int64_t B = B_, L = (int64_t)layers_.size(), H = hidden_size(), I = input_size();
+    const int parity = parity_;
     parallel_region(nt_, [&](Team& team, int p) {
       int np = team.active();
-      for (size_t li = 0; li < layers_.size(); ++li) {
-        const Int8Layer& l = layers_[li];
-        const int64_t stride = (l.QX + l.QH) * 4;
-        int8_t* xq = xq_[li].data_ptr<int8_t>();
-        const float* sx = sx_[li].data_ptr<float>();
-        float* pre = pre_[li].data_ptr<float>();
-        float* hf = h_[li].data_ptr<float>();
-        float* c = c_[li].data_ptr<float>();
-        const int8_t* w = l.w.data_ptr<int8_t>();
-        const float* sih = l.s_ih.data_ptr<float>();
-        const float* shh = l.s_hh.data_ptr<float>();
-        int64_t u0, u1;
-        split_range(l.NU, p, np, u0, u1);
-        // pass 1: pre-activations of my unit blocks (without the bias)
-        int64_t u = u0;
-        if (B == 1)
-          for (; u + 2 <= u1; u += 2) pair_row(xq, sx[0], l, w, sih, shh, u, pre);
-        for (; u < u1; ++u) {
-          const int8_t* pan = w + u * l.KQ * 128;
-          const float* si = sih + u * 32;
-          const float* sh = shh + u * 32;
-          int64_t b = 0;
-          for (; b + 2 <= B; b += 2) block<2>(xq, stride, b, sx, l, pan, si, sh, pre + u * 32);
-          for (; b < B; ++b) block<1>(xq, stride, b, sx, l, pan, si, sh, pre + u * 32);
-        }
-        if ((np = team.sync(p)) <= p) return;  // everyone has read h_{t-1} before it is overwritten
-        // pass 2: pointwise (float), h kept in float and coded for the next step
-        split_range(l.NU, p, np, u0, u1);
-        const float* bias = l.bias.data_ptr<float>();
-        for (int64_t u = u0; u < u1; ++u) {
-          for (int64_t b = 0; b < B; ++b) {
-            const float* pr = pre + b * l.NU * 32 + u * 32;
-            const float* bb = bias + u * 32;
-            for (int64_t h0 = 0; h0 < 8; h0 += L) {
-              const int64_t hu = u * 8 + h0;
-              if (hu >= l.H) break;
-              const int n = (int)std::min<int64_t>(L, l.H - hu);
-              const V i = sigmoid(V::load(pr + h0) + V::load(bb + h0));
-              const V f = sigmoid(V::load(pr + 8 + h0) + V::load(bb + 8 + h0));
-              const V g = tanh(V::load(pr + 16 + h0) + V::load(bb + 16 + h0));
-              const V o = sigmoid(V::load(pr + 24 + h0) + V::load(bb + 24 + h0));
-              float* cp = c + b * l.H + hu;
-              const V cn = fmadd(f, ld(cp, n), i * g);
-              st(cn, cp, n);
-              st(o * tanh(cn), hf + b * l.H + hu, n);
-            }
-            int8_t* hq = xq + b * stride + l.QX * 4;
-            const int64_t e = std::min<int64_t>(l.H, u * 8 + 8);
-            quantize_scaled(hf + b * l.H + u * 8, e - u * 8, 127.0f, hq + u * 8);
+      for (int64_t t = 0; t < T; ++t) {
+        const int cur = (int)((parity + t) & 1);
+        for (int64_t li = 0; li < L; ++li) {
+          const Int8Layer& l = layers_[li];
+          // this thread's codes of the layer input (x_t, or h_t of the layer below, complete after the barrier)
+          int8_t* xq = xq_[li].data_ptr<int8_t>() + p * B * l.QX * 4;
+          float* sx = sx_[li].data_ptr<float>() + p * B;
+          const float* xin = li == 0 ? x + t * B * I : h_[li - 1].data_ptr<float>();
+          for (int64_t b = 0; b < B; ++b) sx[b] = quantize_row_dynamic(xin + b * l.I, l.I, xq + b * l.QX * 4);
+          int8_t* hq = hq_[li].data_ptr<int8_t>();
+          Rows r{xq, hq + cur * B * l.QH * 4, hq + (1 - cur) * B * l.QH * 4, sx, h_[li].data_ptr<float>(),
+                 c_[li].data_ptr<float>(), li + 1 == L ? y + t * B * H : nullptr};
+          int64_t u0, u1;
+          split_range(l.NU, p, np, u0, u1);
+          int64_t u = u0;
+          if (B == 1)
+            for (; u + 2 <= u1; u += 2) pair_row(l, r, u);
+          for (; u < u1; ++u) {
+            int64_t b = 0;
+            for (; b + 2 <= B; b += 2) block<2>(l, r, u, b);
+            for (; b < B; ++b) block<1>(l, r, u, b);
           }
+          if (li + 1 < L || t + 1 < T)
+            if ((np = team.sync(p)) <= p) return;
         }
-        if ((np = team.sync(p)) <= p) return;  // h_t of this layer complete
-        if (p == 0) {
-          if (li + 1 < layers_.size()) {
-            const Int8Layer& nx = layers_[li + 1];
-            int8_t* q = xq_[li + 1].data_ptr<int8_t>();
-            float* s = sx_[li + 1].data_ptr<float>();
-            const int64_t ns = (nx.QX + nx.QH) * 4;
-            for (int64_t b = 0; b < B; ++b) s[b] = quantize_row_dynamic(hf + b * l.H, l.H, q + b * ns);
-          } else {
-            std::memcpy(out, hf, sizeof(float) * B * l.H);
-          }
-        }
-        if ((np = team.sync(p)) <= p) return;
       }
     });
+    parity_ = (int)((parity + T) & 1);
+  }
+
+  struct Rows {
+    const int8_t* xq;  // (B, QX*4) codes of the layer input
+    const int8_t* hq;  // (B, QH*4) codes of h_{t-1}
+    int8_t* hq_next;   // (B, QH*4) codes of h_t
+    const float* sx;   // (B) scales of xq
+    float* h;          // (B, H)
+    float* c;          // (B, H)
+    float* y;          // (B, H) or null
+  };
+
+  // Pre-activations from the exact int32 products, then the gates, c and h of unit block u, row b.
+  static void finish(const Int8Layer& l, const Rows& r, int64_t u, int64_t b, const int32_t ax[4][8],
+                     const int32_t ah[4][8]) {
+    using V = Vec<float>;
+    constexpr int LN = V::L;
+    static_assert(LN == 8 || LN == 4 || LN == 1, "lanes");
+    const float s = r.sx[b];
+    const float* si = l.psi + u * 32;
+    const float* sh = l.psh + u * 32;
+    const float* bb = l.pb + u * 32;
+    const int32_t* cx = l.pc + u * 64;
+    const int32_t* ch = cx + 32;
+    alignas(32) float pre[32];
+    for (int q = 0; q < 4; ++q)
+      for (int n = 0; n < 8; ++n) {
+        const int k = q * 8 + n;
+        pre[k] = si[k] * s * (float)(ax[q][n] - cx[k]) + sh[k] * (float)(ah[q][n] - ch[k]) + bb[k];
+      }
+    const int64_t H = l.H;
+    float* c = r.c + b * H;
+    float* h = r.h + b * H;
+    for (int64_t h0 = 0; h0 < 8; h0 += LN) {
+      const int64_t hu = u * 8 + h0;
+      if (hu >= H) break;
+      const int n = (int)std::min<int64_t>(LN, H - hu);
+      const V i = sigmoid(V::load(pre + h0));
+      const V f = sigmoid(V::load(pre + 8 + h0));
+      const V g = tanh(V::load(pre + 16 + h0));
+      const V o = sigmoid(V::load(pre + 24 + h0));
+      const V cn = fmadd(f, ld(c + hu, n), i * g);
+      st(cn, c + hu, n);
+      const V hn = o * tanh(cn);
+      st(hn, h + hu, n);
+      if (r.y) st(hn, r.y + b * H + hu, n);
+    }
+    const int64_t e = std::min<int64_t>(H, u * 8 + 8);
+    quantize_scaled(h + u * 8, e - u * 8, (float)kActMax, r.hq_next + b * l.QH * 4 + u * 8);
   }
 
   // Batch 1: unit blocks u and u + 1 together.
-  static void pair_row(const int8_t* xq, float s, const Int8Layer& l, const int8_t* w, const float* sih,
-                       const float* shh, int64_t u, float* pre) {
+  static void pair_row(const Int8Layer& l, const Rows& r, int64_t u) {
     alignas(32) int32_t ax[2][4][8];
     alignas(32) int32_t ah[2][4][8];
+    const int8_t* w = l.pw;
     const int8_t* px[2] = {w + u * l.KQ * 128, w + (u + 1) * l.KQ * 128};
     const int8_t* ph[2] = {px[0] + l.QX * 128, px[1] + l.QX * 128};
-    int8_blocks_row<2>(xq, px, l.QX, ax);
-    int8_blocks_row<2>(xq + l.QX * 4, ph, l.QH, ah);
-    for (int k = 0; k < 2; ++k) {
-      const float* si = sih + (u + k) * 32;
-      const float* sh = shh + (u + k) * 32;
-      float* dst = pre + (u + k) * 32;
-      for (int q = 0; q < 4; ++q)
-        for (int n = 0; n < 8; ++n)
-          dst[q * 8 + n] = si[q * 8 + n] * s * (float)ax[k][q][n] + sh[q * 8 + n] * (float)ah[k][q][n];
-    }
+    int8_blocks_row<2>(r.xq, px, l.QX, ax);
+    int8_blocks_row<2>(r.hq, ph, l.QH, ah);
+    finish(l, r, u, 0, ax[0], ah[0]);
+    finish(l, r, u + 1, 0, ax[1], ah[1]);
   }
 
   template <int MR>
-  static void block(const int8_t* xq, int64_t stride, int64_t b, const float* sx, const Int8Layer& l,
-                    const int8_t* pan, const float* si, const float* sh, float* pre_u) {
+  static void block(const Int8Layer& l, const Rows& r, int64_t u, int64_t b) {
+    const int8_t* pan = l.pw + u * l.KQ * 128;
     const int8_t* rows[MR];
-    for (int m = 0; m < MR; ++m) rows[m] = xq + (b + m) * stride;
+    const int8_t* hrows[MR];
+    for (int m = 0; m < MR; ++m) {
+      rows[m] = r.xq + (b + m) * l.QX * 4;
+      hrows[m] = r.hq + (b + m) * l.QH * 4;
+    }
     alignas(32) int32_t ax[MR][4][8];
     alignas(32) int32_t ah[MR][4][8];
     int8_block<MR>(rows, pan, 0, l.QX, ax);
-    const int8_t* hrows[MR];
-    for (int m = 0; m < MR; ++m) hrows[m] = rows[m] + l.QX * 4;
     int8_block<MR>(hrows, pan + l.QX * 128, 0, l.QH, ah);
-    for (int m = 0; m < MR; ++m) {
-      const float s = sx[b + m];
-      float* dst = pre_u + (b + m) * l.NU * 32;
-      for (int q = 0; q < 4; ++q)
-        for (int n = 0; n < 8; ++n)
-          dst[q * 8 + n] = si[q * 8 + n] * s * (float)ax[m][q][n] + sh[q * 8 + n] * (float)ah[m][q][n];
-    }
+    for (int m = 0; m < MR; ++m) finish(l, r, u, b + m, ax[m], ah[m]);
   }
 
   int64_t B_;
   int nt_ = 1;
+  int parity_ = 0;  // which of the two h-code buffers holds the current h
   std::vector<Int8Layer> layers_;
-  std::vector<at::Tensor> xq_, sx_, h_, c_, pre_;
+  std::vector<at::Tensor> xq_, sx_, hq_, h_, c_;
 };
 
 }  // namespace lstmkit
