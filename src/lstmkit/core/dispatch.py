@@ -54,9 +54,10 @@ def cache_path() -> Path:
 
 
 def _machine() -> str:
+    """The machine, torch and the kernels' build (a new kernel version measures afresh)."""
     from ..kernels import _build
 
-    return f"{_build._cpu_signature()}|torch {torch.__version__}"
+    return f"{_build._cpu_signature()}|torch {torch.__version__}|kernels {_build.build_key(_build._FLAG_SETS[0])}"
 
 
 def key_of(lstm: LSTM, x: torch.Tensor, grad: bool) -> str:

@@ -18,7 +18,9 @@ backward and the recurrent product per step the same way, then the weight gradie
 as one GEMM each. See lstm_fused.h for the buffer layouts. When other processes keep the cores
 busy, multi-threaded calls fall back to one thread (:func:`contention_events`).
 
-Extra names: :func:`stream_supports`, :func:`build_info`, :func:`contention_events`.
+Extra names: :func:`stream_supports`, :func:`build_info`, :func:`contention_events`,
+:func:`release_buffers` / :func:`buffer_bytes` (the large working buffers the kernels keep between
+calls, so that a training loop does not fault in fresh pages every step).
 
 Equations (gate order i, f, g, o; R = P with a projection, else H):
     a = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh
@@ -49,6 +51,8 @@ __all__ = [
     "stream_supports",
     "build_info",
     "contention_events",
+    "release_buffers",
+    "buffer_bytes",
 ]
 
 
@@ -70,6 +74,22 @@ def contention_events() -> int:
     the cores busy (0 if the kernels were never loaded)."""
     m = _build.load() if _build._tried else None
     return 0 if m is None else int(m.contention_events())
+
+
+def release_buffers() -> int:
+    """Free the kernels' pooled working buffers that no live tensor holds any more; returns the bytes
+    still pooled (buffers an output or a saved-for-backward tensor still uses). The kernels keep
+    their large buffers (input projections, gates, gradients: T*B*4H floats each) between calls, up
+    to 1 GiB, because fresh pages cost a fault each on first touch (~55,000 faults, tens of ms, per
+    train-large step on the benchmark VM)."""
+    m = _build.load() if _build._tried else None
+    return 0 if m is None else int(m.release_buffers())
+
+
+def buffer_bytes() -> int:
+    """Bytes of working buffers the kernels hold between calls (see :func:`release_buffers`)."""
+    m = _build.load() if _build._tried else None
+    return 0 if m is None else int(m.buffer_bytes())
 
 
 def stream_supports(*, dtype: torch.dtype, peephole: bool, layer_norm: bool, coupled: bool, zoneout: bool) -> bool:

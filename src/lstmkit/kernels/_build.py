@@ -28,8 +28,10 @@ import torch
 
 _SOURCES = ("lstm_fused.cpp",)
 _HEADERS = ("lstm_fused.h", "lstm_gemm.h", "lstm_simd.h", "lstm_int8.h")
+# -fvisibility=hidden: the module exports only its init function, so its inline and template
+# functions are never resolved to another loaded copy of the kernels (e.g. an older build).
 _FLAG_SETS: tuple[tuple[str, ...], ...] = (
-    ("-O3", "-march=native", "-fopenmp"),
+    ("-O3", "-march=native", "-fopenmp", "-fvisibility=hidden"),
     # a compiler that knows neither -march=native nor OpenMP still gets a working (slower) kernel
     ("-O3",),
 )

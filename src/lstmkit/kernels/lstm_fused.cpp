@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,81 @@ using at::Tensor;
 using c10::optional;
 
 namespace lstmkit {
+
+// --- large working buffers, kept between calls ---------------------------------------------------
+// A training step allocates a few buffers of T*B*4H floats (the input projection, the gates, the
+// gate gradients: 52 MB each at train-large). From the system allocator they come back as fresh
+// pages on every call (glibc maps anything over 32 MB anew, and trims its heap), and each first
+// touch of a page is a fault that zeroes it: ~55,000 faults per train-large forward+backward, tens
+// of milliseconds on this VM. The pool keeps such buffers and hands one out again once nothing else
+// holds it (its storage's reference count is back to the pool's own), so a steady training or
+// inference loop allocates nothing. Bounded: at most kMaxBytes in the pool (free buffers are
+// dropped first; past the bound a request is served by a plain allocation). release() frees the
+// free buffers (lstmkit.kernels.release_buffers()).
+class BufferPool {
+ public:
+  static constexpr int64_t kMinBytes = 1 << 20;
+  static constexpr int64_t kMaxBytes = int64_t(1) << 30;
+
+  static BufferPool& instance() {
+    static BufferPool* p = new BufferPool();  // never destroyed: tensors may outlive static destruction
+    return *p;
+  }
+
+  // Like at::empty(shape, opts) (uninitialised, contiguous).
+  at::Tensor empty(at::IntArrayRef shape, const at::TensorOptions& opts) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    const int64_t bytes = n * (int64_t)c10::elementSize(c10::typeMetaToScalarType(opts.dtype()));
+    if (bytes < kMinBytes || !opts.device().is_cpu()) return at::empty(shape, opts);
+    std::lock_guard<std::mutex> g(mu_);
+    int best = -1;
+    for (int k = 0; k < (int)bufs_.size(); ++k) {
+      const at::Tensor& b = bufs_[k];
+      if (b.scalar_type() != c10::typeMetaToScalarType(opts.dtype()) || b.storage().use_count() != 1) continue;
+      const int64_t cap = b.numel();
+      if (cap < n || cap > 2 * n + (kMinBytes / 4)) continue;  // no much larger buffer for a small request
+      if (best < 0 || cap < bufs_[best].numel()) best = k;
+    }
+    if (best >= 0) return bufs_[best].narrow(0, 0, n).view(shape);
+    // a new buffer: make room by dropping free ones
+    for (int k = (int)bufs_.size() - 1; k >= 0 && total_ + bytes > kMaxBytes; --k)
+      if (bufs_[k].storage().use_count() == 1) {
+        total_ -= bufs_[k].nbytes();
+        bufs_.erase(bufs_.begin() + k);
+      }
+    if (total_ + bytes > kMaxBytes) return at::empty(shape, opts);
+    at::Tensor b = at::empty({n}, opts);
+    bufs_.push_back(b);
+    total_ += bytes;
+    return b.view(shape);
+  }
+
+  // Frees the buffers nothing else holds; returns the bytes still pooled (held by live tensors).
+  int64_t release() {
+    std::lock_guard<std::mutex> g(mu_);
+    for (int k = (int)bufs_.size() - 1; k >= 0; --k)
+      if (bufs_[k].storage().use_count() == 1) {
+        total_ -= bufs_[k].nbytes();
+        bufs_.erase(bufs_.begin() + k);
+      }
+    return total_;
+  }
+
+  int64_t bytes() {
+    std::lock_guard<std::mutex> g(mu_);
+    return total_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<at::Tensor> bufs_;
+  int64_t total_ = 0;
+};
+
+inline at::Tensor pooled(at::IntArrayRef shape, const at::TensorOptions& opts) {
+  return BufferPool::instance().empty(shape, opts);
+}
 
 namespace {
 
@@ -178,33 +254,36 @@ std::vector<Tensor> fused_forward(const Tensor& x, const Tensor& h0, const Tenso
   }
   if (with_ln) {
     // a = LN(x W_ih^T) + LN(h W_hh^T) + b: the first term of all steps at once
-    zx = at::mm(x2, w_ih.t());
+    zx = pooled({T * B, 4 * H}, opts);
+    at::mm_out(zx, x2, w_ih.t());
     auto r = at::native_layer_norm(zx, {4 * H}, ln[0], ln[1], 1e-5);
     xp = std::get<0>(r);
     mean_x = std::get<1>(r);
     rstd_x = std::get<2>(r);
     if (bias.defined()) xp.add_(bias);
   } else if (bias.defined()) {
-    xp = at::addmm(bias, x2, w_ih.t());
+    xp = pooled({T * B, 4 * H}, opts);
+    at::addmm_out(xp, bias, x2, w_ih.t());
   } else {
-    xp = at::mm(x2, w_ih.t());
+    xp = pooled({T * B, 4 * H}, opts);
+    at::mm_out(xp, x2, w_ih.t());
   }
   Tensor wf = pack_wf(w_hh.contiguous(), H, L);
   Tensor wr, hc;
   if (P > 0) {
     wr = pack_panels(w_hr->t(), L);  // W_hr^T (H, P)
-    hc = at::empty({T, B, H}, opts);
+    hc = pooled({T, B, H}, opts);
   }
   const bool with_len = has(lengths);
-  Tensor y = at::empty({T, B, R}, opts);
-  Tensor hall, call = at::empty({T + 1, B, H}, opts), ctil, gates;
+  Tensor y = pooled({T, B, R}, opts);
+  Tensor hall, call = pooled({T + 1, B, H}, opts), ctil, gates;
   call[0].copy_(c0);
   if (with_len) {
-    hall = at::empty({T + 1, B, R}, opts);
+    hall = pooled({T + 1, B, R}, opts);
     hall[0].copy_(h0);
   }
-  if (has(zc) && store_gates) ctil = at::empty({T, B, H}, opts);
-  if (store_gates) gates = at::empty({T, B, 4 * H}, opts);
+  if (has(zc) && store_gates) ctil = pooled({T, B, H}, opts);
+  if (store_gates) gates = pooled({T, B, 4 * H}, opts);
   Tensor h0c = h0.contiguous();
   Tensor peepc = has(peep) ? peep->contiguous() : Tensor();
   Tensor zcc = has(zc) ? zc->contiguous() : Tensor();
@@ -214,7 +293,7 @@ std::vector<Tensor> fused_forward(const Tensor& x, const Tensor& h0, const Tenso
   Tensor scratch = at::empty({nt, B, 4 * Hp}, opts);
   Tensor zhat, rstd_h, stat_c, rowbuf, lnc[6];
   if (with_ln) {
-    zhat = at::empty({T, B, 4 * H}, opts);
+    zhat = pooled({T, B, 4 * H}, opts);
     rstd_h = at::empty({T, B}, opts);
     stat_c = at::empty({T, B, 2}, opts);
     rowbuf = at::empty({nt, 5 * H}, opts);
@@ -301,10 +380,17 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
   TORCH_CHECK(need.size() == 9, "lstmkit fused kernel: need must have 9 flags");
   const bool with_len = has(lengths);
 
-  Tensor dy = has(dy_) ? dy_->contiguous() : at::zeros({T, B, R}, opts);
+  Tensor dy;
+  if (!has(dy_)) {
+    dy = pooled({T, B, R}, opts).zero_();
+  } else if (dy_->is_contiguous()) {
+    dy = *dy_;
+  } else {  // e.g. the expanded ones of y.sum().backward()
+    dy = pooled({T, B, R}, opts).copy_(*dy_);
+  }
   Tensor dH = has(dhT_) ? dhT_->clone().contiguous() : at::zeros({B, R}, opts);
   Tensor dC = has(dcT_) ? dcT_->clone().contiguous() : at::zeros({B, H}, opts);
-  Tensor da = at::empty({T, B, 4 * H}, opts);
+  Tensor da = pooled({T, B, 4 * H}, opts);
   Tensor lenc = with_len ? lengths->contiguous() : Tensor();
   const int64_t* len = with_len ? lenc.data_ptr<int64_t>() : nullptr;
   Tensor zhc = has(zh) ? zh->contiguous() : Tensor();
@@ -312,7 +398,7 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
   Tensor wrb, dht, dhc;
   if (P > 0) {
     wrb = pack_panels(w_hr->contiguous(), L);  // (NPH, P, 2L)
-    dht = at::empty({T, B, P}, opts);
+    dht = pooled({T, B, P}, opts);
     dhc = at::empty({B, H}, opts);
   }
   Tensor dpeep = has(peep) ? at::zeros({3, H}, opts) : Tensor();
@@ -323,7 +409,7 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
   TORCH_CHECK(!with_ln || (ln.size() == 6 && ln_saved.size() == 6), "lstmkit fused kernel: ln arguments");
   Tensor dzh, acc_thr, rowbuf, lnc[6];
   if (with_ln) {
-    dzh = at::empty({T, B, 4 * H}, opts);
+    dzh = pooled({T, B, 4 * H}, opts);
     acc_thr = at::zeros({nt, 5 * H}, opts);
     rowbuf = at::empty({nt, H}, opts);
     for (int k = 0; k < 6; ++k) lnc[k] = ln[k].contiguous();
@@ -397,7 +483,11 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
       dpeep = acc_thr.sum(0).narrow(0, 2 * H, 3 * H).reshape({3, H});
     }
   }
-  if (need[0]) dx = at::mm(dzx, w_ih).reshape({T, B, I});
+  if (need[0]) {
+    dx = pooled({T * B, I}, opts);
+    at::mm_out(dx, dzx, w_ih);
+    dx = dx.view({T, B, I});
+  }
   if (need[3]) dwih = at::mm(dzx.t(), x.contiguous().reshape({T * B, I}));
   if (need[4]) {
     if (with_len) {
@@ -801,7 +891,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::call_guard<pybind11::gil_scoped_release>());
   m.def("build_info", &build_info);
   m.def("contention_events", [] { return lstmkit::contention_events().load(); });
-  pybind11::class_<lstmkit::FusedStreamCpp>(m, "FusedStream")
+  m.def("release_buffers", [] { return lstmkit::BufferPool::instance().release(); });
+  m.def("buffer_bytes", [] { return lstmkit::BufferPool::instance().bytes(); });
+  pybind11::class_<lstmkit::FusedStreamCpp>(m, "FusedStream", pybind11::module_local())
       .def(pybind11::init<const std::vector<at::Tensor>&, const std::vector<at::Tensor>&,
                           const std::vector<at::Tensor>&, const std::vector<at::Tensor>&, int64_t, int64_t,
                           const std::vector<at::Tensor>&, const std::vector<std::vector<at::Tensor>>&, bool, double,
@@ -811,7 +903,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("get_state", &lstmkit::FusedStreamCpp::get_state)
       .def("set_state", &lstmkit::FusedStreamCpp::set_state)
       .def("num_threads", &lstmkit::FusedStreamCpp::num_threads);
-  pybind11::class_<lstmkit::Int8StreamCpp>(m, "Int8Stream")
+  pybind11::class_<lstmkit::Int8StreamCpp>(m, "Int8Stream", pybind11::module_local())
       .def(pybind11::init<const std::vector<at::Tensor>&, const std::vector<at::Tensor>&,
                           const std::vector<at::Tensor>&, const std::vector<at::Tensor>&,
                           const std::vector<at::Tensor>&, int64_t, int64_t>())

@@ -134,7 +134,7 @@ struct VecF8 {
   // exp(x) for x <= 0 ... any x: Cephes expf. n = round(x log2 e), r = x - n ln2 in [-ln2/2, ln2/2],
   // exp(r) by a degree-7 polynomial, times 2^n built in the exponent bits. Inputs are clamped to
   // [-87.3, 88.37] so that 2^n stays a normal number (results below ~1e-38 come out as ~1e-38).
-  static inline __m256 exp_ps(__m256 x) {
+  __attribute__((always_inline)) static inline __m256 exp_ps(__m256 x) {
     x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
     x = _mm256_max_ps(x, _mm256_set1_ps(-87.3365478515625f));
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
@@ -159,12 +159,12 @@ struct VecF8 {
     return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
   }
   // sigmoid(x) = 1 / (1 + exp(-x)); exact division keeps the relative error at the exp's.
-  friend inline VecF8 sigmoid(VecF8 a) {
+  __attribute__((always_inline)) friend inline VecF8 sigmoid(VecF8 a) {
     __m256 e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), a.v));
     return VecF8(_mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e)));
   }
   // tanh: Cephes tanhf. |x| < 0.625: x + x^3 P(x^2); otherwise sign(x) (1 - 2 / (exp(2|x|) + 1)).
-  friend inline VecF8 tanh(VecF8 a) {
+  __attribute__((always_inline)) friend inline VecF8 tanh(VecF8 a) {
     const __m256 sign_mask = _mm256_set1_ps(-0.0f);
     __m256 ax = _mm256_andnot_ps(sign_mask, a.v);
     __m256 x2 = _mm256_mul_ps(a.v, a.v);
