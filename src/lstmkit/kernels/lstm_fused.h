@@ -30,6 +30,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <thread>
 
 #ifdef _OPENMP
@@ -46,13 +47,28 @@ namespace lstmkit {
 // A spin barrier (pause, then sched_yield) that also watches for oversubscription: on a machine
 // where other processes compete for the cores, a thread of ours is regularly descheduled and its
 // partner spins a whole time slice at every barrier, which can make 2 threads many times slower
-// than 1. The barrier measures the time threads spend waiting; if, over a window of steps, it
-// exceeds a quarter of the elapsed time, or if one wait alone exceeds a millisecond (the partner
-// was descheduled: a quiet machine never waits that long), the team shrinks to thread 0 at the
-// next barrier (no work is lost: ranges are recomputed from `active` after every sync, and every
-// element is computed by the same arithmetic whatever the split), and the process runs single-
-// threaded for the next two seconds before trying two threads again.
+// than 1. The barrier measures the time threads spend waiting; if, over a window of 64 barriers, it
+// exceeds half the elapsed time, or if one wait alone exceeds 20 ms, and more threads are runnable
+// than there are CPUs (the partner was descheduled in favour of another process), the team shrinks
+// to thread 0 at the next barrier (no work is lost: ranges are recomputed from `active` after every
+// sync, and every element is computed by the same arithmetic whatever the split), and the process
+// runs single-threaded for the next half second before trying two threads again. Long waits with
+// no other runnable thread are the hypervisor pausing a virtual CPU (a shared VM does that now and
+// then, for tens of milliseconds): one thread would not have been faster, so the team stays.
 // --------------------------------------------------------------------------------------------
+// More threads runnable right now than CPUs online (Linux: /proc/loadavg); true where unknown.
+inline bool cpus_oversubscribed() {
+  std::FILE* f = std::fopen("/proc/loadavg", "r");
+  if (!f) return true;
+  double a, b, c;
+  int running = 0, total = 0;
+  const int n = std::fscanf(f, "%lf %lf %lf %d/%d", &a, &b, &c, &running, &total);
+  std::fclose(f);
+  if (n != 5) return true;
+  const unsigned ncpu = std::thread::hardware_concurrency();
+  return ncpu == 0 || running > (int)ncpu;
+}
+
 inline int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
@@ -107,7 +123,7 @@ class Team {
         for (int k = 0; k < n; ++k) waited += wait_[k].ns, wait_[k].ns = 0;
         const int64_t elapsed = t0 - window_start_;
         window_start_ = t0;
-        if ((double)waited > kMaxWaitShare * (double)elapsed * (double)(n - 1)) shrink = true;
+        if ((double)waited > kMaxWaitShare * (double)elapsed * (double)(n - 1) && cpus_oversubscribed()) shrink = true;
       }
       if (shrink) {
         active_.store(1, std::memory_order_release);
@@ -125,7 +141,7 @@ class Team {
       }
       const int64_t t1 = now_ns(), w = t1 - t0;
       wait_[p].ns += w;
-      if (w > kLongWaitNs) {
+      if (w > kLongWaitNs && cpus_oversubscribed()) {
         long_wait_.store(true, std::memory_order_relaxed);  // shrink at the next barrier ...
         single_thread_until_ns().store(t1 + kSingleForNs, std::memory_order_relaxed);  // ... and next calls
       }
