@@ -142,6 +142,35 @@ def test_quantize_is_3_5x_smaller_for_real_sizes(tmp_path: Path):
     assert w.numel() * 4 / (t["rnn.weight_hh_l0.q"].numel() + 4 * t["rnn.weight_hh_l0.scale"].numel()) >= 3.5
 
 
+@pytest.mark.parametrize("variants", [{}, {"peephole": True, "layer_norm": True}])
+def test_quantize_stores_the_lstm_biases_once(tmp_path: Path, variants: dict[str, Any]):
+    """b_ih + b_hh saved once as bias_ih (bias_hh comes back as zeros): the outputs equal a model with
+    the dequantized weights and the two original biases, and the file is smaller by one bias vector."""
+    base = make_run(tmp_path / "base", hidden=16, layers=2, variants=variants)
+    compress(base, "quantize", tmp_path / "q8", evaluate=False, activations="float")
+    cfg = json.loads((tmp_path / "q8" / "config.json").read_text())
+    assert cfg["compress"]["merged_biases"] == ["rnn.bias_hh_l0", "rnn.bias_hh_l1"]
+    t = load_file(str(tmp_path / "q8" / "model.safetensors"))
+    assert "rnn.bias_hh_l0" not in t and "rnn.bias_hh_l1" not in t
+    src, q8 = load_any_run(base), load_any_run(tmp_path / "q8")
+    for k in (0, 1):
+        b_ih, b_hh = (getattr(src.model.rnn, f"bias_{p}_l{k}").detach() for p in ("ih", "hh"))
+        assert torch.equal(getattr(q8.model.rnn, f"bias_ih_l{k}").detach(), b_ih + b_hh)
+        assert torch.equal(getattr(q8.model.rnn, f"bias_hh_l{k}").detach(), torch.zeros_like(b_hh))
+    # the oracle: the source model with its weight matrices replaced by their int8 values
+    oracle = src.model
+    with torch.no_grad():
+        for name in cfg["compress"]["quantized"]:
+            p = oracle.get_parameter(name)
+            q, sc = quantize_rows(p.detach().numpy(), 8)
+            p.copy_(torch.from_numpy(dequantize_rows(q, sc)))
+    batch = src.task.eval_batches("val", 8)[0]
+    with torch.no_grad():
+        want = oracle.eval()(batch.x, batch.lengths)
+        got = q8.model.eval()(batch.x, batch.lengths)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_quantize_int4_loads(run: Path, tmp_path: Path):
     compress(run, "quantize", tmp_path / "q4", bits=4)
     q4 = load_any_run(tmp_path / "q4")

@@ -41,7 +41,10 @@ def load_weights(model: nn.Module, path: str | Path, config: Any) -> None:
                 raise RunError(
                     f"{path.parent / 'config.json'}: field 'compress' needs 'quantized' names and bits 8 or 4"
                 )
-            dense = dequantize_saved(tensors, names, int(bits), where)
+            merged = comp.get("merged_biases", [])
+            if not isinstance(merged, list) or not all(isinstance(n, str) and ".bias_hh_l" in n for n in merged):
+                raise RunError(f"{path.parent / 'config.json'}: field 'compress.merged_biases' must list bias_hh names")
+            dense = dequantize_saved(tensors, names, int(bits), where, merged)
             for n in names:  # int4 unpacks to an even number of columns
                 if n in want and dense[n].dim() == 2 and dense[n].shape[1] > want[n].shape[1]:
                     dense[n] = dense[n][:, : want[n].shape[1]].contiguous()

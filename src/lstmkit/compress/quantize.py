@@ -59,9 +59,34 @@ def quantize_state(state: dict[str, Tensor], bits: int = 8) -> tuple[dict[str, T
     return saved, deq, names
 
 
-def dequantize_saved(tensors: dict[str, Tensor], names: list[str], bits: int, where: str) -> dict[str, Tensor]:
-    """The inverse of :func:`quantize_state` on the saved tensors (the loader's half)."""
+def merge_lstm_biases(saved: dict[str, Tensor], deq: dict[str, Tensor]) -> list[str]:
+    """An LSTM adds its two biases (a = x W_ih^T + b_ih + h W_hh^T + b_hh, and so do all its variants),
+    so a quantized run stores b_ih + b_hh once, as bias_ih, and drops bias_hh (the loader restores it
+    as zeros): in a small model the two float32 bias vectors are a real part of the int8 file. Both
+    dicts are changed in place; returns the dropped names."""
+    dropped = []
+    for name in [n for n in saved if ".bias_ih_l" in n]:
+        other = name.replace(".bias_ih_l", ".bias_hh_l")
+        if other in saved and saved[other].shape == saved[name].shape:
+            saved[name] = (saved[name].float() + saved[other].float()).to(saved[name].dtype)
+            del saved[other]
+            deq[name] = saved[name].clone()
+            deq[other] = torch.zeros_like(saved[name])
+            dropped.append(other)
+    return dropped
+
+
+def dequantize_saved(
+    tensors: dict[str, Tensor], names: list[str], bits: int, where: str, merged: list[str] | tuple[str, ...] = ()
+) -> dict[str, Tensor]:
+    """The inverse of :func:`quantize_state` (and of :func:`merge_lstm_biases` for the ``merged`` names)
+    on the saved tensors (the loader's half)."""
     out = {k: v for k, v in tensors.items() if not k.endswith((".q", ".scale"))}
+    for name in merged:
+        partner = name.replace(".bias_hh_l", ".bias_ih_l")
+        if partner not in out or name in out:
+            raise ValueError(f"{where}: merged bias {name!r} lacks its partner {partner!r}; the file is damaged")
+        out[name] = torch.zeros_like(out[partner])
     for name in names:
         qk, sk = f"{name}.q", f"{name}.scale"
         if qk not in tensors or sk not in tensors:
@@ -140,6 +165,7 @@ def quantize_run(
     out = check_out(src, out)
     state = src.model.state_dict()
     saved, deq, names = quantize_state(state, bits)
+    merged = merge_lstm_biases(saved, deq) if src.model_config.arch == "lstm" else []
     model = SequenceModel(src.model_config)
     model.load_state_dict(deq)
     model.eval()
@@ -153,11 +179,18 @@ def quantize_run(
         out,
         src.model_config,
         saved,
-        {"method": "quantize", "bits": bits, "quantized": names, **calib},
+        {"method": "quantize", "bits": bits, "quantized": names, "merged_biases": merged, **calib},
         model,
         evaluate,
         {"weight_bytes": q_bytes, "source_weight_bytes": float_bytes},
     )
 
 
-__all__ = ["INT8_TOLERANCE", "dequantize_saved", "is_quantizable", "quantize_run", "quantize_state"]
+__all__ = [
+    "INT8_TOLERANCE",
+    "dequantize_saved",
+    "is_quantizable",
+    "merge_lstm_biases",
+    "quantize_run",
+    "quantize_state",
+]
