@@ -9,14 +9,16 @@ The core calls this package through these names (nothing is compiled at import; 
     FusedStream                           the one-step-per-call streaming step
     Int8Stream                            the int8 step (streaming and whole sequences, inference)
 
-Design (as in haste / cuDNN): the input projection of all steps is one large GEMM (ATen/MKL); the
+Design (as in haste / cuDNN): the input projection of all steps is one large GEMM (for float32 the
+kernels' own register-blocked GEMM, faster than MKL on these skinny shapes; ATen otherwise); the
 recurrent product of every step is the kernel's own register-blocked AVX2/FMA micro-kernel on
 W_hh packed once per call (kept hot in cache across steps), followed in the same time loop by one
 vectorised pointwise pass; the threads split the hidden units and meet at one barrier per step,
 inside a single OpenMP region for the whole sequence. The backward pass runs the pointwise
-backward and the recurrent product per step the same way, then the weight gradients of all steps
-as one GEMM each. See lstm_fused.h for the buffer layouts. When other processes keep the cores
-busy, multi-threaded calls fall back to one thread (:func:`contention_events`).
+backward and the recurrent product per step the same way, then dx (the own GEMM again) and the
+weight gradients of all steps (ATen) as one GEMM each. See lstm_fused.h for the buffer layouts.
+When other processes keep the cores busy, multi-threaded calls fall back to one thread
+(:func:`contention_events`).
 
 Extra names: :func:`stream_supports`, :func:`build_info`, :func:`contention_events`,
 :func:`release_buffers` / :func:`buffer_bytes` (the large working buffers the kernels keep between
