@@ -71,10 +71,16 @@ def unavailable_reason() -> str | None:
     return _build.reason()
 
 
+def _loaded() -> Any:
+    """The compiled module if a call already loaded (or tried to build) it, else None: the helpers
+    below never trigger a build."""
+    return _build.load() if _build._tried else None
+
+
 def contention_events() -> int:
     """How often a multi-threaded kernel call fell back to one thread because other processes kept
     the cores busy (0 if the kernels were never loaded)."""
-    m = _build.load() if _build._tried else None
+    m = _loaded()
     return 0 if m is None else int(m.contention_events())
 
 
@@ -84,13 +90,13 @@ def release_buffers() -> int:
     their large buffers (input projections, gates, gradients: T*B*4H floats each) between calls, up
     to 1 GiB, because fresh pages cost a fault each on first touch (~55,000 faults, tens of ms, per
     train-large step on the benchmark VM)."""
-    m = _build.load() if _build._tried else None
+    m = _loaded()
     return 0 if m is None else int(m.release_buffers())
 
 
 def buffer_bytes() -> int:
     """Bytes of working buffers the kernels hold between calls (see :func:`release_buffers`)."""
-    m = _build.load() if _build._tried else None
+    m = _loaded()
     return 0 if m is None else int(m.buffer_bytes())
 
 

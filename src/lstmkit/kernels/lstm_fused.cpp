@@ -56,12 +56,7 @@ class BufferPool {
       if (best < 0 || cap < bufs_[best].numel()) best = k;
     }
     if (best >= 0) return bufs_[best].narrow(0, 0, n).view(shape);
-    // a new buffer: make room by dropping free ones
-    for (int k = (int)bufs_.size() - 1; k >= 0 && total_ + bytes > kMaxBytes; --k)
-      if (bufs_[k].storage().use_count() == 1) {
-        total_ -= bufs_[k].nbytes();
-        bufs_.erase(bufs_.begin() + k);
-      }
+    drop_free(kMaxBytes - bytes);  // a new buffer: make room by dropping free ones
     if (total_ + bytes > kMaxBytes) return at::empty(shape, opts);
     at::Tensor b = at::empty({n}, opts);
     bufs_.push_back(b);
@@ -72,11 +67,7 @@ class BufferPool {
   // Frees the buffers nothing else holds; returns the bytes still pooled (held by live tensors).
   int64_t release() {
     std::lock_guard<std::mutex> g(mu_);
-    for (int k = (int)bufs_.size() - 1; k >= 0; --k)
-      if (bufs_[k].storage().use_count() == 1) {
-        total_ -= bufs_[k].nbytes();
-        bufs_.erase(bufs_.begin() + k);
-      }
+    drop_free(0);
     return total_;
   }
 
@@ -86,6 +77,15 @@ class BufferPool {
   }
 
  private:
+  // Drops buffers nothing else holds, newest first, until at most `keep` bytes are pooled (mu_ held).
+  void drop_free(int64_t keep) {
+    for (int k = (int)bufs_.size() - 1; k >= 0 && total_ > keep; --k)
+      if (bufs_[k].storage().use_count() == 1) {
+        total_ -= bufs_[k].nbytes();
+        bufs_.erase(bufs_.begin() + k);
+      }
+  }
+
   std::mutex mu_;
   std::vector<at::Tensor> bufs_;
   int64_t total_ = 0;
@@ -190,8 +190,7 @@ void parallel_region(int nt, const F& fn) {
 // its panels (pack_panels), C contiguous. float32 only (the callers use ATen's GEMM otherwise).
 // The kernels' own register-blocked micro-kernel: the threads split the rows; each thread walks
 // chunks of 48 rows (in L1/L2) against every panel (Bm, packed, stays in L2). On this machine
-// it ran the LSTM's input projection and dx products at 1.3-1.6x MKL's speed (skinny K and N,
-// where MKL spends much of its time packing).
+// it ran the LSTM's input projection and dx products at 1.16-1.46x MKL's speed (skinny K and N).
 void gemm_rows(const float* A, int64_t lda, int64_t M, int64_t K, const float* panels, int64_t N, float* C,
                const float* bias, int nt) {
   using V = Vec<float>;
@@ -304,19 +303,18 @@ std::vector<Tensor> fused_forward(const Tensor& x, const Tensor& h0, const Tenso
     mean_x = std::get<1>(r);
     rstd_x = std::get<2>(r);
     if (bias.defined()) xp.add_(bias);
-  } else if (st == at::kFloat) {  // the kernels' own GEMM (faster than MKL on these skinny shapes)
-    xp = pooled({T * B, 4 * H}, opts);
-    const Tensor x2c = x2.contiguous();
-    const Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
-    gemm_rows(x2c.data_ptr<float>(), I, T * B, I, pack_panels(w_ih.t(), L).data_ptr<float>(), 4 * H,
-              xp.data_ptr<float>(), bc.defined() ? bc.data_ptr<float>() : nullptr,
-              gemm_threads(num_threads, T * B * I * 4 * H));
-  } else if (bias.defined()) {
-    xp = pooled({T * B, 4 * H}, opts);
-    at::addmm_out(xp, bias, x2, w_ih.t());
   } else {
     xp = pooled({T * B, 4 * H}, opts);
-    at::mm_out(xp, x2, w_ih.t());
+    if (st == at::kFloat) {  // the kernels' own GEMM (faster than MKL on these skinny shapes)
+      const Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
+      gemm_rows(x2.data_ptr<float>(), I, T * B, I, pack_panels(w_ih.t(), L).data_ptr<float>(), 4 * H,
+                xp.data_ptr<float>(), bc.defined() ? bc.data_ptr<float>() : nullptr,
+                gemm_threads(num_threads, T * B * I * 4 * H));
+    } else if (bias.defined()) {
+      at::addmm_out(xp, bias, x2, w_ih.t());
+    } else {
+      at::mm_out(xp, x2, w_ih.t());
+    }
   }
   Tensor wf = pack_wf(w_hh.contiguous(), H, L);
   Tensor wr, hc;
@@ -958,7 +956,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     at::Tensor c = at::empty({A.size(0), Bm.size(1)}, A.options());
     at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
     TORCH_CHECK(!b.defined() || b.numel() == Bm.size(1), "lstmkit gemm_rows: bias must be (N,)");
-    const int nt = num_threads > 0 ? (int)num_threads : at::get_num_threads();
+    const int nt = lstmkit::gemm_threads(num_threads, A.size(0) * A.size(1) * Bm.size(1));
     lstmkit::gemm_rows(a.data_ptr<float>(), a.size(1), a.size(0), a.size(1), panels.data_ptr<float>(), Bm.size(1),
                        c.data_ptr<float>(), b.defined() ? b.data_ptr<float>() : nullptr, nt);
     return c;

@@ -73,7 +73,7 @@ inline Int8Layer pack_int8_layer(const at::Tensor& q_ih, const at::Tensor& s_ih,
   l.KQ = l.QX + l.QH;
   TORCH_CHECK(s_ih.numel() == 4 * l.H && s_hh.numel() == 4 * l.H, "lstmkit int8: one scale per row (4H)");
   TORCH_CHECK(!bias.defined() || bias.numel() == 0 || bias.numel() == 4 * l.H, "lstmkit int8: bias must be (4H,)");
-  const int64_t H = l.H, Hp = l.NU * 8;
+  const int64_t H = l.H;
   auto ci = q_ih.contiguous(), ch = q_hh.contiguous();
   const int8_t* pi = ci.data_ptr<int8_t>();
   const int8_t* ph = ch.data_ptr<int8_t>();
@@ -111,7 +111,6 @@ inline Int8Layer pack_int8_layer(const at::Tensor& q_ih, const at::Tensor& s_ih,
         }
     return out;
   };
-  (void)Hp;
   l.s_ih = inter(s_ih, 1.0f);
   l.s_hh = inter(s_hh, 1.0f / (float)kActMax);
   l.bias = inter(bias, 1.0f);
