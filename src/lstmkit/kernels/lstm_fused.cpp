@@ -541,8 +541,32 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
     }
     dx = dx.view({T, B, I});
   }
-  if (need[3]) dwih = at::mm(dzx.t(), x.contiguous().reshape({T * B, I}));
-  if (need[4]) {
+  const bool joint = need[3] && need[4] && !with_ln && T > 0;
+  if (joint) {
+    // dW_ih, dW_hh (and db) as ONE GEMM: da^T @ [x_t | h_{t-1} | 1 | 0...] (T*B, I + R + 8). The
+    // large operand da^T is packed once instead of twice (and db comes with it): on train-small
+    // this ran in ~0.85x the time of the two GEMMs and the column sum.
+    const int64_t extra = need[5] ? 8 : 0, N = I + R + extra;
+    Tensor xh = pooled({T, B, N}, opts);
+    xh.narrow(2, 0, I).copy_(x);
+    Tensor hp = xh.narrow(2, I, R);
+    if (with_len) {
+      hp.copy_(hall->narrow(0, 0, T));
+    } else {
+      hp[0].copy_(h0);
+      if (T > 1) hp.narrow(0, 1, T - 1).copy_(y.narrow(0, 0, T - 1));
+    }
+    if (extra > 0) {
+      xh.narrow(2, I + R, 1).fill_(1);
+      xh.narrow(2, I + R + 1, extra - 1).zero_();
+    }
+    Tensor dw = at::mm(da2.t(), xh.view({T * B, N}));  // (4H, N)
+    dwih = dw.narrow(1, 0, I).contiguous();
+    dwhh = dw.narrow(1, I, R).contiguous();
+    if (need[5]) db = dw.select(1, I + R).contiguous();
+  }
+  if (need[3] && !joint) dwih = at::mm(dzx.t(), x.contiguous().reshape({T * B, I}));
+  if (need[4] && !joint) {
     if (with_len) {
       dwhh = at::mm(dzh_.reshape({T * B, 4 * H}).t(), hall->narrow(0, 0, T).reshape({T * B, R}));
     } else {
@@ -552,7 +576,7 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
                     y.narrow(0, 0, T - 1).reshape({(T - 1) * B, R}));
     }
   }
-  if (need[5]) db = da2.sum(0);
+  if (need[5] && !(joint && db.numel() > 0)) db = da2.sum(0);
   if (need[6] && P > 0) dwhr = at::mm(dht.reshape({T * B, P}).t(), hc->reshape({T * B, H}));
   std::vector<Tensor> out = {need[0] ? dx : none, need[1] ? dH : none, need[2] ? dC : none, dwih, dwhh, db, dwhr,
                             dpeep.defined() && need[7] ? dpeep : none};
