@@ -32,7 +32,7 @@ namespace lstmkit {
 // free buffers (lstmkit.kernels.release_buffers()).
 class BufferPool {
  public:
-  static constexpr int64_t kMinBytes = 1 << 20;
+  static constexpr int64_t kMinBytes = 1 << 18;
   static constexpr int64_t kMaxBytes = int64_t(1) << 30;
 
   static BufferPool& instance() {
@@ -123,21 +123,76 @@ Tensor interleave_vec(const Tensor& b, int64_t H, int64_t L) {
   return interleave_rows(b.reshape({4 * H, 1}), H, L).reshape({-1});
 }
 
-// W_hh (4H, R) -> wf (NU, 2, R, 2L)
-Tensor pack_wf(const Tensor& w_hh, int64_t H, int64_t L) {
-  const int64_t Hp = round_up(H, L), R = w_hh.size(1);
-  Tensor v = w_hh.reshape({4, H, R});
-  if (Hp != H) v = at::constant_pad_nd(v, {0, 0, 0, Hp - H});
-  // (half, j, u, l, k) -> (u, half, k, j, l)
-  return v.reshape({2, 2, Hp / L, L, R}).permute({2, 0, 4, 1, 3}).contiguous();
+// The packings below are plain loops: they run on every call (the weights change every training
+// step), and as ATen permute+copy they cost ~0.25 ms per forward+backward at train-small.
+
+// W_hh (4H, R) -> wf (NU, 2, R, 2L): wf[u][half][k][j*L + l] = W_hh[(2*half + j)*H + u*L + l][k], 0 for
+// units >= H
+template <typename T>
+void pack_wf_loop(const T* w, int64_t H, int64_t R, int64_t L, T* out) {
+  const int64_t NU = (H + L - 1) / L, W = 2 * L;
+  for (int64_t u = 0; u < NU; ++u)
+    for (int half = 0; half < 2; ++half) {
+      T* o = out + (u * 2 + half) * R * W;  // R x 2L, small: stays in L1 while its 2L rows scatter in
+      for (int j = 0; j < 2; ++j)
+        for (int64_t l = 0; l < L; ++l) {
+          const int64_t unit = u * L + l;
+          T* d = o + j * L + l;
+          if (unit >= H) {
+            for (int64_t k = 0; k < R; ++k) d[k * W] = T(0);
+            continue;
+          }
+          const T* src = w + ((2 * half + j) * H + unit) * R;
+          for (int64_t k = 0; k < R; ++k) d[k * W] = src[k];
+        }
+    }
 }
 
-// right-hand matrix Bm (K, N) -> panels (ceil(N / 2L), K, 2L), zero padded
+Tensor pack_wf(const Tensor& w_hh, int64_t H, int64_t L) {
+  const Tensor w = w_hh.contiguous();
+  const int64_t R = w.size(1), NU = round_up(H, L) / L;
+  Tensor out = at::empty({NU, 2, R, 2 * L}, w.options());
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "lstmkit_pack_wf",
+                             [&] { pack_wf_loop<scalar_t>(w.data_ptr<scalar_t>(), H, R, L, out.data_ptr<scalar_t>()); });
+  return out;
+}
+
+// right-hand matrix Bm (K, N), any strides -> panels (ceil(N / 2L), K, 2L), zero padded:
+// panels[q][k][c] = Bm[k][q*2L + c]
+template <typename T>
+void pack_panels_loop(const T* b, int64_t K, int64_t N, int64_t sk, int64_t sn, int64_t W, T* out) {
+  const int64_t NP = (N + W - 1) / W;
+  for (int64_t q = 0; q < NP; ++q) {
+    T* o = out + q * K * W;
+    const int64_t n0 = q * W, nn = std::min<int64_t>(W, N - n0);
+    if (sn == 1) {  // rows contiguous: copy 2L at a time
+      for (int64_t k = 0; k < K; ++k) {
+        const T* s = b + k * sk + n0;
+        T* d = o + k * W;
+        for (int64_t c = 0; c < nn; ++c) d[c] = s[c];
+        for (int64_t c = nn; c < W; ++c) d[c] = T(0);
+      }
+    } else {  // e.g. a transposed weight: walk each source column (contiguous when sk == 1)
+      for (int64_t c = 0; c < W; ++c) {
+        T* d = o + c;
+        if (c >= nn) {
+          for (int64_t k = 0; k < K; ++k) d[k * W] = T(0);
+          continue;
+        }
+        const T* s = b + (n0 + c) * sn;
+        for (int64_t k = 0; k < K; ++k) d[k * W] = s[k * sk];
+      }
+    }
+  }
+}
+
 Tensor pack_panels(const Tensor& Bm, int64_t L) {
-  const int64_t K = Bm.size(0), N = Bm.size(1), W = 2 * L, Np = round_up(N, W);
-  Tensor v = Bm;
-  if (Np != N) v = at::constant_pad_nd(v, {0, Np - N});
-  return v.reshape({K, Np / W, W}).permute({1, 0, 2}).contiguous();
+  const int64_t K = Bm.size(0), N = Bm.size(1), W = 2 * L, NP = (N + W - 1) / W;
+  Tensor out = at::empty({NP, K, W}, Bm.options());
+  AT_DISPATCH_FLOATING_TYPES(Bm.scalar_type(), "lstmkit_pack_panels", [&] {
+    pack_panels_loop<scalar_t>(Bm.data_ptr<scalar_t>(), K, N, Bm.stride(0), Bm.stride(1), W, out.data_ptr<scalar_t>());
+  });
+  return out;
 }
 
 // requested > 0: at most that many threads; < 0: exactly -requested threads (tests); 0: torch's setting
