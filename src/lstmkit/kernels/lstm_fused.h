@@ -57,7 +57,7 @@ namespace lstmkit {
 // then, for tens of milliseconds): one thread would not have been faster, so the team stays.
 // --------------------------------------------------------------------------------------------
 // More threads runnable right now than CPUs online (Linux: /proc/loadavg); true where unknown.
-inline bool cpus_oversubscribed() {
+inline bool cpus_oversubscribed_now() {
   std::FILE* f = std::fopen("/proc/loadavg", "r");
   if (!f) return true;
   double a, b, c;
@@ -72,6 +72,20 @@ inline bool cpus_oversubscribed() {
 inline int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
+}
+
+// Oversubscribed persistently: every one of 4 readings over ~1.5 ms says so. A single reading was
+// fooled now and then by a short-lived extra thread (measured on this project's 2-CPU VM: one false
+// "oversubscribed" per few seconds of training, each costing 0.5 s of single-threaded running).
+inline bool cpus_oversubscribed() {
+  for (int k = 0; k < 4; ++k) {
+    if (k > 0) {
+      const int64_t until = now_ns() + 500000;
+      while (now_ns() < until) std::this_thread::yield();
+    }
+    if (!cpus_oversubscribed_now()) return false;
+  }
+  return true;
 }
 
 inline std::atomic<int64_t>& single_thread_until_ns() {
