@@ -46,17 +46,27 @@ def machine() -> str:
     return f"{cpu_description()}, {os.cpu_count()} logical CPUs, kernels: {K.build_info()}"
 
 
-def timed(fns: dict[str, Callable[[], object]], rounds: int, inner: int = 1) -> dict[str, float]:
-    """Median seconds per call of each fn; the fns run in alternation, after one warm-up call each."""
-    for f in fns.values():
+def timed(
+    fns: dict[str, Callable[[], object]], rounds: int, inner: int = 1, min_sample_s: float = 0.03
+) -> dict[str, float]:
+    """Median seconds per call of each fn; the fns run in alternation, after one warm-up call each.
+    A sample is at least `inner` calls and at least `min_sample_s` long (a call of a few ms alone
+    is at the mercy of this VM's millisecond hiccups)."""
+    reps: dict[str, int] = {}
+    for k, f in fns.items():
         f()
+        t0 = time.perf_counter()
+        f()
+        one = max(time.perf_counter() - t0, 1e-9)
+        reps[k] = max(inner, min(1000 * inner, int(min_sample_s / one + 0.999)))
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for k, f in fns.items():
+            n = reps[k]
             t0 = time.perf_counter()
-            for _ in range(inner):
+            for _ in range(n):
                 f()
-            samples[k].append((time.perf_counter() - t0) / inner)
+            samples[k].append((time.perf_counter() - t0) / n)
     return {k: statistics.median(v) for k, v in samples.items()}
 
 

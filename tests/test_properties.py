@@ -69,8 +69,25 @@ def test_fast_paths_equal_reference(cfg, T, B, dtype, packed, unbatched, init, s
         lengths = torch.randint(1, T + 1, (B,))
         inp = pack_padded_sequence(x, lengths, batch_first=cfg["batch_first"], enforce_sorted=False)
     want_out, (want_h, want_c) = ref(inp, hx)
-    # float32: the kernels' polynomial sigmoid/tanh (~2e-7 relative) compound over steps; hypothesis once found 1.6e-5
+    # float32: the kernels' polynomial sigmoid/tanh (~2e-7 relative, ~4e-7 absolute in the plain
+    # time loops) compound over steps; hypothesis once found 1.6e-5
     tol = 3e-5 if dtype == torch.float32 else 1e-10
+    if dtype == torch.float32 and cfg["layer_norm"]:
+        # layer norm over a handful of units can amplify rounding a thousandfold (rstd up to
+        # 1/sqrt(eps)): the float32 reference itself then strays from the float64 truth, and any other
+        # float32 summation order strays by a similar, luck-dependent amount. Hypothesis found (H=3,
+        # projection, peephole, zoneout) the reference 1.6e-5 and the fused kernel 1.5e-4 from the
+        # truth at the same element, with this session's and the previous kernels alike. The
+        # reference's own distance measures the amplification; a wrong formula is off by ~1e-1.
+        ref64 = lstmkit.LSTM(**cfg, dtype=torch.float64, backend="reference").eval()
+        ref64.load_state_dict({k: v.double() for k, v in ref.state_dict().items()})
+        inp64 = inp.double() if not packed else pack_padded_sequence(x.double(), lengths, batch_first=cfg["batch_first"], enforce_sorted=False)
+        hx64 = None if hx is None else (hx[0].double(), hx[1].double())
+        o64, (h64, c64) = ref64(inp64, hx64)
+        w_out = want_out.data if packed else want_out
+        o64 = o64.data if packed else o64
+        own = max((a.double() - b).abs().max().item() for a, b in ((w_out, o64), (want_h, h64), (want_c, c64)))
+        tol = max(tol, 3e-5 + 20 * own)
     plain = not (cfg["peephole"] or cfg["layer_norm"] or cfg["coupled"] or cfg["zoneout"])
     for backend in backends():
         if backend == "reference":

@@ -344,11 +344,11 @@ struct FwdLoop {
       }
     }
 #pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) i[c] = sigmoid(ai[c]);
+    for (int c = 0; c < C; ++c) i[c] = fast_sigmoid(ai[c]);
 #pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) f[c] = coupled ? one - i[c] : sigmoid(af[c]);
+    for (int c = 0; c < C; ++c) f[c] = coupled ? one - i[c] : fast_sigmoid(af[c]);
 #pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) g[c] = tanh(ag[c]);
+    for (int c = 0; c < C; ++c) g[c] = fast_tanh(ag[c]);
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) ct[c] = fmadd(f[c], c_prev[c], i[c] * g[c]);
     if (peep) {
@@ -356,9 +356,9 @@ struct FwdLoop {
       for (int c = 0; c < C; ++c) ao[c] = fmadd(ld(peep + 2 * H + hu[c], n[c]), ct[c], ao[c]);
     }
 #pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) o[c] = sigmoid(ao[c]);
+    for (int c = 0; c < C; ++c) o[c] = fast_sigmoid(ao[c]);
 #pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) h[c] = o[c] * tanh(ct[c]);
+    for (int c = 0; c < C; ++c) h[c] = o[c] * fast_tanh(ct[c]);
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) {
       T* cn = call + (tb + B) * H + hu[c];
@@ -765,7 +765,7 @@ struct BwdLoop {
       mc[c] = zc ? ld(zc + tb * H + hu[c], n[c]) : V::zero();
     }
 #pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) tc[c] = tanh(ct[c]);
+    for (int c = 0; c < C; ++c) tc[c] = fast_tanh(ct[c]);
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) {
       dao[c] = dh[c] * tc[c] * o[c] * (one - o[c]);

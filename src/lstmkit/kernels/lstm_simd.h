@@ -4,8 +4,9 @@
 // kernels need (load/store, partial load/store for the tail of a row, fma, sigmoid, tanh).
 //
 //  * float with AVX2+FMA (checked at compile time; the build uses -march=native and the cache key
-//    holds the CPU's flags): 8 lanes in one __m256, sigmoid/tanh by one rational function (max abs
-//    error 4.4e-7; see tanh_ps).
+//    holds the CPU's flags): 8 lanes in one __m256, exp/sigmoid/tanh by Cephes-style polynomials
+//    (relative error ~2e-7 on the whole range), and fast_sigmoid/fast_tanh by one rational function
+//    (max abs error 4.4e-7) for the plain time loops.
 //  * everything else (double, or a CPU without AVX2): a plain array of lanes with scalar loops and
 //    std::exp / std::tanh. double exists so that torch.autograd.gradcheck can check the very same
 //    kernel code; it is not meant to be fast.
@@ -90,6 +91,9 @@ struct VecG {
     for (int l = 0; l < N; ++l) r.v[l] = std::tanh(a.v[l]);
     return r;
   }
+  // no faster variant here: double exists for gradcheck, where exactness matters
+  friend inline VecG fast_sigmoid(const VecG& a) { return sigmoid(a); }
+  friend inline VecG fast_tanh(const VecG& a) { return tanh(a); }
 };
 
 template <typename T>
@@ -131,13 +135,66 @@ struct VecF8 {
   friend inline VecF8 operator*(VecF8 a, VecF8 b) { return VecF8(_mm256_mul_ps(a.v, b.v)); }
   friend inline VecF8 fmadd(VecF8 a, VecF8 b, VecF8 c) { return VecF8(_mm256_fmadd_ps(a.v, b.v, c.v)); }
 
+  // exp(x) for x <= 0 ... any x: Cephes expf. n = round(x log2 e), r = x - n ln2 in [-ln2/2, ln2/2],
+  // exp(r) by a degree-7 polynomial, times 2^n built in the exponent bits. Inputs are clamped to
+  // [-87.3, 88.37] so that 2^n stays a normal number (results below ~1e-38 come out as ~1e-38).
+  __attribute__((always_inline)) static inline __m256 exp_ps(__m256 x) {
+    x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3365478515625f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500E-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
+    __m256 r2 = _mm256_mul_ps(r, r);
+    p = _mm256_fmadd_ps(p, r2, r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    // 2^n; n in [-126, 128) after the clamp. n = 128 (x near 88.37) is split in two factors.
+    __m256i ni = _mm256_cvtps_epi32(n);
+    __m256i half = _mm256_srai_epi32(ni, 1);
+    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, _mm256_set1_epi32(127)), 23));
+    __m256 s2 = _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, half), _mm256_set1_epi32(127)), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+  }
+  // sigmoid(x) = 1 / (1 + exp(-x)); exact division keeps the relative error at the exp's.
+  __attribute__((always_inline)) friend inline VecF8 sigmoid(VecF8 a) {
+    __m256 e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), a.v));
+    return VecF8(_mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e)));
+  }
+  // tanh: Cephes tanhf. |x| < 0.625: x + x^3 P(x^2); otherwise sign(x) (1 - 2 / (exp(2|x|) + 1)).
+  __attribute__((always_inline)) friend inline VecF8 tanh(VecF8 a) {
+    const __m256 sign_mask = _mm256_set1_ps(-0.0f);
+    __m256 ax = _mm256_andnot_ps(sign_mask, a.v);
+    __m256 x2 = _mm256_mul_ps(a.v, a.v);
+    __m256 p = _mm256_set1_ps(-5.70498872745E-3f);
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.06390887954E-2f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-5.37397155531E-2f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.33314422036E-1f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-3.33332819422E-1f));
+    __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(p, x2), a.v, a.v);
+    __m256 e = exp_ps(_mm256_add_ps(ax, ax));
+    __m256 big = _mm256_sub_ps(_mm256_set1_ps(1.0f),
+                               _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, _mm256_set1_ps(1.0f))));
+    big = _mm256_or_ps(big, _mm256_and_ps(a.v, sign_mask));
+    __m256 is_small = _mm256_cmp_ps(ax, _mm256_set1_ps(0.625f), _CMP_LT_OQ);
+    return VecF8(_mm256_blendv_ps(big, small, is_small));
+  }
   // tanh(x) = x P(x^2) / Q(x^2) on |x| <= 9 (P degree 6, Q degree 3 in x^2; a minimax fit of
   // tanh on [0, 9] made for lstmkit by the differential-correction algorithm), +-1 beyond.
-  // Measured max abs error in float32: 4.4e-7 (tanh), 2.6e-7 (sigmoid). One division and ~13
-  // dependent multiply-adds: about half the work of an exp-based tanh or sigmoid, which made the
-  // pointwise pass of the time loops ~2x faster. NaN stays NaN (min/max return their second
+  // Measured max abs error in float32: 4.4e-7 (tanh), 2.6e-7 (sigmoid), i.e. up to ~8 ulp where the
+  // Cephes versions above have 1-2. One division and ~13 dependent multiply-adds: about half the
+  // work, which made the pointwise pass of the plain time loops ~2x faster standalone. Used only
+  // there (FwdLoop/BwdLoop::cells): the layer-norm variant normalises over the hidden units and can
+  // amplify these errors (a row of near-equal c~ values, rstd up to 1/sqrt(eps)), so it keeps the
+  // accurate functions, as do the streaming steps. NaN stays NaN (min/max return their second
   // operand when one is NaN).
-  __attribute__((always_inline)) static inline __m256 tanh_ps(__m256 a) {
+  __attribute__((always_inline)) static inline __m256 tanh_fast_ps(__m256 a) {
     const __m256 lim = _mm256_set1_ps(9.0f);
     const __m256 x = _mm256_max_ps(_mm256_sub_ps(_mm256_setzero_ps(), lim), _mm256_min_ps(lim, a));
     const __m256 z = _mm256_mul_ps(x, x);
@@ -157,12 +214,11 @@ struct VecF8 {
     const __m256 one = _mm256_set1_ps(1.0f);
     return _mm256_max_ps(_mm256_sub_ps(_mm256_setzero_ps(), one), _mm256_min_ps(one, _mm256_div_ps(p, q)));
   }
-  // sigmoid(x) = (1 + tanh(x / 2)) / 2
-  __attribute__((always_inline)) friend inline VecF8 sigmoid(VecF8 a) {
+  __attribute__((always_inline)) friend inline VecF8 fast_sigmoid(VecF8 a) {  // (1 + tanh(x / 2)) / 2
     const __m256 h = _mm256_set1_ps(0.5f);
-    return VecF8(_mm256_fmadd_ps(tanh_ps(_mm256_mul_ps(a.v, h)), h, h));
+    return VecF8(_mm256_fmadd_ps(tanh_fast_ps(_mm256_mul_ps(a.v, h)), h, h));
   }
-  __attribute__((always_inline)) friend inline VecF8 tanh(VecF8 a) { return VecF8(tanh_ps(a.v)); }
+  __attribute__((always_inline)) friend inline VecF8 fast_tanh(VecF8 a) { return VecF8(tanh_fast_ps(a.v)); }
 };
 
 template <>
