@@ -94,6 +94,9 @@ def ort_session(lstm: torch.nn.LSTM, args: tuple[torch.Tensor, ...], names: list
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = torch.get_num_threads()
         opts.inter_op_num_threads = 1
+        # ONNX Runtime's pool threads otherwise spin on after each run and take a core from whatever
+        # is timed next (the kernels then saw the cores oversubscribed and fell back to one thread)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnx / onnxruntime missing, exporter unavailable
         print(f"  (ONNX Runtime baseline unavailable: {type(e).__name__}: {str(e)[:80]})")
