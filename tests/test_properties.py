@@ -81,7 +81,10 @@ def test_fast_paths_equal_reference(cfg, T, B, dtype, packed, unbatched, init, s
         # reference's own distance measures the amplification; a wrong formula is off by ~1e-1.
         ref64 = lstmkit.LSTM(**cfg, dtype=torch.float64, backend="reference").eval()
         ref64.load_state_dict({k: v.double() for k, v in ref.state_dict().items()})
-        inp64 = inp.double() if not packed else pack_padded_sequence(x.double(), lengths, batch_first=cfg["batch_first"], enforce_sorted=False)
+        if packed:
+            inp64 = pack_padded_sequence(x.double(), lengths, batch_first=cfg["batch_first"], enforce_sorted=False)
+        else:
+            inp64 = inp.double()
         hx64 = None if hx is None else (hx[0].double(), hx[1].double())
         o64, (h64, c64) = ref64(inp64, hx64)
         w_out = want_out.data if packed else want_out
