@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "lstm_fused.h"
@@ -157,6 +158,28 @@ Tensor pack_wf(const Tensor& w_hh, int64_t H, int64_t L) {
   return out;
 }
 
+#if LSTMKIT_HAVE_AVX2
+// 8 x 8 float block: d[j * ldd + i] = s[i * lds + j]
+inline void transpose8x8(const float* s, int64_t lds, float* d, int64_t ldd) {
+  __m256 a[8], t[8], u[8];
+  for (int k = 0; k < 8; ++k) a[k] = _mm256_loadu_ps(s + k * lds);
+  for (int k = 0; k < 4; ++k) {
+    t[2 * k] = _mm256_unpacklo_ps(a[2 * k], a[2 * k + 1]);
+    t[2 * k + 1] = _mm256_unpackhi_ps(a[2 * k], a[2 * k + 1]);
+  }
+  for (int k = 0; k < 2; ++k) {
+    u[4 * k] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], 0x44);
+    u[4 * k + 1] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], 0xEE);
+    u[4 * k + 2] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0x44);
+    u[4 * k + 3] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0xEE);
+  }
+  for (int k = 0; k < 4; ++k) {
+    _mm256_storeu_ps(d + k * ldd, _mm256_permute2f128_ps(u[k], u[k + 4], 0x20));
+    _mm256_storeu_ps(d + (k + 4) * ldd, _mm256_permute2f128_ps(u[k], u[k + 4], 0x31));
+  }
+}
+#endif
+
 // right-hand matrix Bm (K, N), any strides -> panels (ceil(N / 2L), K, 2L), zero padded:
 // panels[q][k][c] = Bm[k][q*2L + c]
 template <typename T>
@@ -165,6 +188,18 @@ void pack_panels_loop(const T* b, int64_t K, int64_t N, int64_t sk, int64_t sn, 
   for (int64_t q = 0; q < NP; ++q) {
     T* o = out + q * K * W;
     const int64_t n0 = q * W, nn = std::min<int64_t>(W, N - n0);
+#if LSTMKIT_HAVE_AVX2
+    if constexpr (std::is_same_v<T, float>) {
+      if (sk == 1 && nn == W && W % 8 == 0) {  // a transposed contiguous matrix: 8 x 8 register transposes
+        int64_t k = 0;
+        for (; k + 8 <= K; k += 8)
+          for (int64_t c = 0; c < W; c += 8) transpose8x8(b + (n0 + c) * sn + k, sn, o + k * W + c, W);
+        for (; k < K; ++k)
+          for (int64_t c = 0; c < W; ++c) o[k * W + c] = b[(n0 + c) * sn + k];
+        continue;
+      }
+    }
+#endif
     if (sn == 1) {  // rows contiguous: copy 2L at a time
       for (int64_t k = 0; k < K; ++k) {
         const T* s = b + k * sk + n0;
