@@ -255,6 +255,21 @@ def test_fused_matches_oracle_float32(kern: None, cfg: dict[str, Any], coupled: 
 
 
 @needs_kernels
+@pytest.mark.parametrize("threads", [1, 2])
+def test_inference_trace_streamed_gates_match_oracle(kern: None, threads: int) -> None:
+    # no gradient + a trace: the gates go out with streaming stores (H % 8 == 0, float32); lengths
+    # make some rows carry their state (trace 0 there)
+    case = make_case(T=7, B=3, I=5, H=16)
+    lengths = torch.tensor([7, 4, 1])
+    args = [case[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")]
+    with torch.no_grad():
+        y, hT, cT, tr = K.fused_layer(*args, lengths=lengths, trace=True, num_threads=-threads)
+    d = [a.double() for a in args]
+    oy, ohT, ocT, og, oc = oracle(*d, lengths=lengths)
+    assert_close([y, hT, cT, tr[0], tr[1]], [oy, ohT, ocT, og, oc], ["y", "h_T", "c_T", "gates", "c"], rtol=1e-5)
+
+
+@needs_kernels
 @pytest.mark.parametrize(
     "cfg", [CONFIGS[1], CONFIGS[7], CONFIGS[10], CONFIGS[14]], ids=["plain", "proj-len", "all", "ln-all"]
 )

@@ -342,7 +342,7 @@ std::vector<Tensor> fused_forward(const Tensor& x, const Tensor& h0, const Tenso
                                   const optional<Tensor>& b_hh, const optional<Tensor>& w_hr,
                                   const optional<Tensor>& peep, const optional<Tensor>& zc,
                                   const optional<Tensor>& zh, const optional<Tensor>& lengths,
-                                  const std::vector<Tensor>& ln, bool coupled, bool store_gates,
+                                  const std::vector<Tensor>& ln, bool coupled, int64_t gates_mode,
                                   int64_t num_threads) {
   const auto st = x.scalar_type();
   TORCH_CHECK(st == at::kFloat || st == at::kDouble, "lstmkit fused kernel: dtype must be float32 or float64");
@@ -420,6 +420,10 @@ std::vector<Tensor> fused_forward(const Tensor& x, const Tensor& h0, const Tenso
     hall = pooled({T + 1, B, R}, opts);
     hall[0].copy_(h0);
   }
+  // gates_mode: 0 no gates (inference), 1 gates for the backward, 2 gates for a trace only: written
+  // with streaming stores (they bypass the cache and need no read of the line first; nothing in
+  // this call reads them again)
+  const bool store_gates = gates_mode > 0;
   if (has(zc) && store_gates) ctil = pooled({T, B, H}, opts);
   if (store_gates) gates = pooled({T, B, 4 * H}, opts);
   Tensor h0c = h0.contiguous();
@@ -456,6 +460,8 @@ std::vector<Tensor> fused_forward(const Tensor& x, const Tensor& h0, const Tenso
     k.call = call.data_ptr<T_>();
     k.ctil = ctil.defined() ? ctil.data_ptr<T_>() : nullptr;
     k.gates = gates.defined() ? gates.data_ptr<T_>() : nullptr;
+    k.stream_gates = gates_mode == 2 && gates.defined() && H % 8 == 0 &&
+                     reinterpret_cast<uintptr_t>(gates.data_ptr<T_>()) % 32 == 0;
     k.hc = P > 0 ? hc.data_ptr<T_>() : nullptr;
     k.scratch = scratch.data_ptr<T_>();
     if (with_ln) {

@@ -277,6 +277,8 @@ struct FwdLoop {
   T* call = nullptr;  // (T+1, B, H) c states after zoneout; call[0] = c0 (filled by the caller)
   T* ctil = nullptr;  // (T, B, H) c before zoneout, only with zoneout_c (and saved for backward), else null
   T* gates = nullptr; // (T, B, 4H) activations i, f, g, o in torch's gate order, or null (inference)
+  bool stream_gates = false;  // write gates with streaming stores (a trace nobody reads in this call;
+                              // needs 32-byte aligned rows: H % 8 == 0 and an aligned buffer)
   T* hc = nullptr;    // (T, B, H) o * tanh(c) before the projection, only with a projection
   T* scratch = nullptr;  // (nthreads, B, 4Hp) per-thread recurrent pre-activations, [u][gate][lane]
   // layer_norm only (null otherwise). xp then holds LN(x W_ih^T) + b_ih + b_hh.
@@ -371,10 +373,17 @@ struct FwdLoop {
       }
       if (gates) {
         T* gp = gates + tb * 4 * H + hu[c];
-        st(i[c], gp, n[c]);
-        st(f[c], gp + H, n[c]);
-        st(g[c], gp + 2 * H, n[c]);
-        st(o[c], gp + 3 * H, n[c]);
+        if (stream_gates) {  // n[c] == L here (H % 8 == 0)
+          i[c].stream(gp);
+          f[c].stream(gp + H);
+          g[c].stream(gp + 2 * H);
+          o[c].stream(gp + 3 * H);
+        } else {
+          st(i[c], gp, n[c]);
+          st(f[c], gp + H, n[c]);
+          st(g[c], gp + 2 * H, n[c]);
+          st(o[c], gp + 3 * H, n[c]);
+        }
       }
       if (P > 0) {
         st(h[c], hc + tb * H + hu[c], n[c]);
@@ -553,6 +562,11 @@ struct FwdLoop {
       run_ln(team, p);
       return;
     }
+    run_plain(team, p);
+    if (stream_gates) stream_fence();  // this thread's streamed gates visible before the region ends
+  }
+
+  void run_plain(Team& team, int p) const {
     int np = team.active();
     T* pre = scratch + (int64_t)p * B * 4 * Hp;  // (B, 4Hp) interleaved; my unit blocks only
     for (int64_t t = 0; t < T_; ++t) {

@@ -57,6 +57,7 @@ struct VecG {
   inline void store(T* p) const {
     for (int l = 0; l < N; ++l) p[l] = v[l];
   }
+  inline void stream(T* p) const { store(p); }
   inline void store_n(T* p, int n) const {
     for (int l = 0; l < n; ++l) p[l] = v[l];
   }
@@ -119,6 +120,7 @@ struct VecF8 {
   }
   static inline VecF8 load_n(const float* p, int n) { return VecF8(_mm256_maskload_ps(p, mask_n(n))); }
   inline void store(float* p) const { _mm256_storeu_ps(p, v); }
+  inline void stream(float* p) const { _mm256_stream_ps(p, v); }  // p 32-byte aligned
   inline void store_n(float* p, int n) const { _mm256_maskstore_ps(p, mask_n(n), v); }
   inline float hsum() const {
     __m128 lo = _mm256_castps256_ps128(v);
@@ -234,6 +236,13 @@ struct VecSel<float> {
 
 template <typename T>
 using Vec = typename VecSel<T>::type;
+
+// Orders this thread's streaming (non-temporal) stores before its later stores.
+inline void stream_fence() {
+#if LSTMKIT_HAVE_AVX2
+  _mm_sfence();
+#endif
+}
 
 inline bool compiled_with_avx2() { return LSTMKIT_HAVE_AVX2 != 0; }
 
