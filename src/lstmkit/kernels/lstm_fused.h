@@ -213,6 +213,21 @@ inline void prefetch_n(const T* p, int64_t n) {
   for (; c < e; c += 64) __builtin_prefetch(c, RW, 3);
 }
 
+// Prefetch units [h0, h1) of every gate in the rows of step t of two (T, B, 4H) buffers: rd for
+// reading, wr (if not null) for writing.
+template <typename T>
+inline void prefetch_gate_pieces(const T* rd, const T* wr, int64_t t, int64_t B, int64_t H, int64_t h0,
+                                 int64_t h1) {
+  if (h1 <= h0) return;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t row = (t * B + b) * 4 * H;
+    for (int q = 0; q < 4; ++q) {
+      prefetch_n<0>(rd + row + q * H + h0, h1 - h0);
+      if (wr) prefetch_n<1>(wr + row + q * H + h0, h1 - h0);
+    }
+  }
+}
+
 // Row reductions with a scalar tail (the vector body never reads past n).
 template <typename T>
 inline T row_sum(const T* a, int64_t n) {
@@ -398,15 +413,7 @@ struct FwdLoop {
 
   // Prefetch what the pointwise pass of step t over unit blocks [u0, u1) reads and writes.
   inline void prefetch_step(int64_t t, int64_t u0, int64_t u1) const {
-    const int64_t h0_ = u0 * L, n = std::min<int64_t>(H, u1 * L) - h0_;
-    if (n <= 0) return;
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t tb = t * B + b;
-      for (int q = 0; q < 4; ++q) {
-        prefetch_n<0>(xp + tb * 4 * H + q * H + h0_, n);
-        if (gates) prefetch_n<1>(gates + tb * 4 * H + q * H + h0_, n);
-      }
-    }
+    prefetch_gate_pieces(xp, gates, t, B, H, u0 * L, std::min<int64_t>(H, u1 * L));
   }
 
   // The pointwise pass of row b for unit blocks [u0, u1) (pre: this row's scratch).
@@ -817,16 +824,10 @@ struct BwdLoop {
 
   // Prefetch what the pointwise backward of step t over unit blocks [u0, u1) reads and writes.
   inline void prefetch_step(int64_t t, int64_t u0, int64_t u1) const {
-    const int64_t h0_ = u0 * L, n = std::min<int64_t>(H, u1 * L) - h0_;
-    if (n <= 0) return;
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t tb = t * B + b;
-      for (int q = 0; q < 4; ++q) {
-        prefetch_n<0>(gates + tb * 4 * H + q * H + h0_, n);
-        prefetch_n<1>(da + tb * 4 * H + q * H + h0_, n);
-      }
-      prefetch_n<0>(call + tb * H + h0_, n);
-    }
+    const int64_t h0_ = u0 * L, h1_ = std::min<int64_t>(H, u1 * L);
+    prefetch_gate_pieces(gates, da, t, B, H, h0_, h1_);
+    if (h1_ > h0_)
+      for (int64_t b = 0; b < B; ++b) prefetch_n<0>(call + (t * B + b) * H + h0_, h1_ - h0_);
   }
 
   inline void row_cells(int64_t t, int64_t b, int64_t u0, int64_t u1) const {
