@@ -672,7 +672,7 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
                     y.narrow(0, 0, T - 1).reshape({(T - 1) * B, R}));
     }
   }
-  if (need[5] && !(joint && db.numel() > 0)) db = da2.sum(0);
+  if (need[5] && !joint) db = da2.sum(0);
   if (need[6] && P > 0) dwhr = at::mm(dht.reshape({T * B, P}).t(), hc->reshape({T * B, H}));
   std::vector<Tensor> out = {need[0] ? dx : none, need[1] ? dH : none, need[2] ? dC : none, dwih, dwhh, db, dwhr,
                             dpeep.defined() && need[7] ? dpeep : none};
