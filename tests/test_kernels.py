@@ -325,6 +325,52 @@ def test_one_and_two_threads_agree(kern: None, cfg: dict[str, Any]) -> None:
         assert float((a - b).abs().max()) <= 1e-6 * scale, name
 
 
+SPLIT_CASES = [
+    dict(T=9, B=9, I=6, H=16),  # odd rows: 4 and 5 per thread
+    dict(T=7, B=5, I=4, H=13, lengths=True, zoneout=True, init_state=False),
+    dict(T=6, B=8, I=5, H=20, peephole=True),  # rows forward; the backward keeps units (dpeep)
+    dict(T=5, B=2, I=3, H=8),  # one row per thread
+    dict(T=4, B=6, I=3, H=10, P=4),  # projection: not legal for rows, units whatever is asked
+    dict(T=3, B=8, I=8, H=160),  # [W_ih | W_hh] over 384 KB: the input projection stays one GEMM
+    dict(T=6, B=9, I=5, H=12, dtype=torch.float64),
+]
+
+
+@needs_kernels
+@pytest.mark.parametrize("cfg", SPLIT_CASES, ids=["odd", "len-zone", "peep", "tiny", "proj", "wide", "f64"])
+@pytest.mark.parametrize("split", [1, 2], ids=["units", "rows"])
+@pytest.mark.parametrize("coupled", [False, True])
+def test_thread_splits_match_oracle(kern: None, cfg: dict[str, Any], split: int, coupled: bool) -> None:
+    """Two threads splitting the unit blocks or the batch rows (forced either way), against the oracle."""
+    m = K._mod()
+    m.set_thread_split(split)
+    try:
+        got, want, labels = run_both(make_case(**cfg), coupled=coupled, num_threads=-2)
+    finally:
+        m.set_thread_split(0)
+    assert_close(got, want, labels, rtol=1e-5)
+
+
+def test_thread_split_mode_is_checked(kern: None) -> None:
+    with pytest.raises(RuntimeError, match="mode must be"):
+        K._mod().set_thread_split(3)
+
+
+@needs_kernels
+@pytest.mark.parametrize("threads", [1, 2])
+def test_broadcast_output_gradient(kern: None, threads: int) -> None:
+    """y.sum().backward() hands the kernel an expanded (stride 0) gradient: it is read in place."""
+    case = make_case(T=6, B=8, I=5, H=16, lengths=True)
+    names = ["x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"]
+    kin = [case[k].detach().clone().requires_grad_(True) for k in names]
+    y, hT, _, _ = K.fused_layer(*kin, lengths=case["lengths"], num_threads=-threads)
+    (y.sum() + 0.5 * hT.sum()).backward()
+    oin = [case[k].detach().double().requires_grad_(True) for k in names]
+    oy, ohT, _, _, _ = oracle(*oin, lengths=case["lengths"])
+    (oy.sum() + 0.5 * ohT.sum()).backward()
+    assert_close([t.grad for t in kin], [t.grad for t in oin], [f"d{k}" for k in names], rtol=1e-5)
+
+
 @needs_kernels
 @pytest.mark.parametrize("which", ["x", "w_hh", "h0", "g_hh"])
 def test_gradient_of_one_input_only(kern: None, which: str) -> None:

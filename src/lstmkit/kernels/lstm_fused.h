@@ -19,6 +19,10 @@
 // computed by the same arithmetic whatever the split, so 1 and 2 threads agree bit for bit in the
 // time loops. Barriers per step: plain forward 1, backward 1; +1 each with a projection; the
 // layer-norm variant needs 2 forward and 2 backward (row statistics need whole rows).
+// Row split (`by_rows`, plain loops without projection or layer norm): each thread instead owns a
+// range of batch rows and all units. Rows never read each other's state, so the threads meet no
+// barrier at all until the end of the sequence; each multiplies its rows by the whole of W_hh
+// (chosen by choose_rows in lstm_fused.cpp).
 //
 // Per step (forward): the recurrent product of the thread's unit blocks goes to a small per-thread
 // scratch (hot in L1/L2), then one pointwise pass row by row reads xp and writes gates, c, h in
@@ -263,7 +267,13 @@ struct FwdLoop {
   int64_t T_ = 0, B = 0, H = 0, R = 0, P = 0, Hp = 0, NU = 0, NPP = 0;
   bool coupled = false;
   // inputs
-  const T* xp = nullptr;     // (T, B, 4H) input projections + both biases (with layer_norm: LN'd, + b)
+  const T* xp = nullptr;     // (T, B, 4H) input projections + both biases (with layer_norm: LN'd, + b);
+                             // with wx just the summed biases (4H), xp_rs = 0
+  int64_t xp_rs = 0;         // row stride of xp: 4H, or 0 with wx
+  const T* wx = nullptr;     // row split only: W_ih packed like wf (NU, 2, I, 2L); the input projection
+                             // then happens in the loop, step by step, on xin
+  const T* xin = nullptr;    // (T, B, I) the input, with wx
+  int64_t I = 0;
   const T* wf = nullptr;     // packed, see above
   const T* wr = nullptr;     // packed, or null without projection
   const T* h0 = nullptr;     // (B, R)
@@ -281,6 +291,7 @@ struct FwdLoop {
                               // needs 32-byte aligned rows: H % 8 == 0 and an aligned buffer)
   T* hc = nullptr;    // (T, B, H) o * tanh(c) before the projection, only with a projection
   T* scratch = nullptr;  // (nthreads, B, 4Hp) per-thread recurrent pre-activations, [u][gate][lane]
+  bool by_rows = false;  // row split (P == 0, no layer norm): see the top of this file
   // layer_norm only (null otherwise). xp then holds LN(x W_ih^T) + b_ih + b_hh.
   const T* ln_ghh = nullptr;  // (4H) gain of LN(h W_hh^T)
   const T* ln_bhh = nullptr;  // (4H) shift of LN(h W_hh^T)
@@ -322,7 +333,7 @@ struct FwdLoop {
   inline void cells(int64_t t, int64_t b, int64_t u, const T* pre) const {
     const int64_t tb = t * B + b;
     const V one = V::set1(T(1));
-    const T* x = xp + tb * 4 * H;
+    const T* x = xp + tb * xp_rs;
     const T* cp = call + tb * H;
     int64_t hu[C];
     int n[C];
@@ -398,13 +409,13 @@ struct FwdLoop {
 
   // Prefetch what the pointwise pass of step t over unit blocks [u0, u1) reads (xp) and writes
   // (gates). ~3 % on the train-small forward; the same in the backward measured nothing.
-  inline void prefetch_step(int64_t t, int64_t u0, int64_t u1) const {
+  inline void prefetch_step(int64_t t, int64_t u0, int64_t u1, int64_t b0, int64_t b1) const {
     const int64_t h0_ = u0 * L, n = std::min<int64_t>(H, u1 * L) - h0_;
     if (n <= 0) return;
-    for (int64_t b = 0; b < B; ++b)
+    for (int64_t b = b0; b < b1; ++b)
       for (int q = 0; q < 4; ++q) {
         const int64_t at = (t * B + b) * 4 * H + q * H + h0_;
-        prefetch_n<0>(xp + at, n);
+        if (xp_rs != 0) prefetch_n<0>(xp + (t * B + b) * xp_rs + q * H + h0_, n);
         if (gates) prefetch_n<1>(gates + at, n);
       }
   }
@@ -567,13 +578,17 @@ struct FwdLoop {
   }
 
   void run_plain(Team& team, int p) const {
+    if (by_rows) {
+      run_rows(team, p);
+      return;
+    }
     int np = team.active();
     T* pre = scratch + (int64_t)p * B * 4 * Hp;  // (B, 4Hp) interleaved; my unit blocks only
     for (int64_t t = 0; t < T_; ++t) {
       int64_t u0, u1, q0, q1;
       split_range(NU, p, np, u0, u1);
       const T* hp = hprev(t);
-      prefetch_step(t, u0, u1);
+      prefetch_step(t, u0, u1, 0, B);
       // the recurrent product of my unit blocks (each panel stays in L1 across the row blocks) ...
       for (int64_t u = u0; u < u1; ++u)
         for (int half = 0; half < 2; ++half)
@@ -594,6 +609,32 @@ struct FwdLoop {
         proj_phase(t, q0, q1);
       }
       if ((np = team.sync(p)) <= p) return;  // h_t complete before anyone reads it
+    }
+  }
+
+  // Row split: my rows [b0, b1), all unit blocks, no barrier (no thread reads another's rows).
+  void run_rows(Team& team, int p) const {
+    int64_t b0, b1;
+    split_range(B, p, team.active(), b0, b1);
+    if (b0 >= b1) return;
+    T* pre = scratch + (int64_t)p * B * 4 * Hp;
+    for (int64_t t = 0; t < T_; ++t) {
+      const T* hp = hprev(t) + b0 * R;
+      const T* xa = wx ? xin + (t * B + b0) * I : nullptr;  // [h_{t-1} | x_t] @ [W_hh; W_ih]^T with wx
+      prefetch_step(t, 0, NU, b0, b1);
+      for (int64_t u = 0; u < NU; ++u)
+        for (int half = 0; half < 2; ++half)
+          for_row_blocks2<T, MRMAX, NV>(hp, R, wf + (u * 2 + half) * R * 2 * L, R, xa, I,
+                                        wx ? wx + (u * 2 + half) * I * 2 * L : nullptr, I, b1 - b0,
+                                        [&](int64_t r0, auto& acc) {
+            constexpr int mr = sizeof(acc.v) / sizeof(acc.v[0]);
+            for (int m = 0; m < mr; ++m) {
+              T* d = pre + (r0 + m) * 4 * Hp + u * 4 * L + half * 2 * L;
+              acc.v[m][0].store(d);
+              acc.v[m][1].store(d + L);
+            }
+          });
+      for (int64_t b = b0; b < b1; ++b) row_cells(t, b, 0, NU, pre + (b - b0) * 4 * Hp);
     }
   }
 };
@@ -620,7 +661,8 @@ struct BwdLoop {
   const int64_t* len = nullptr;
   const T* wb = nullptr;     // packed (NPR, 4H, 2L)
   const T* wrb = nullptr;    // packed (NPH, P, 2L), projection only
-  const T* dy = nullptr;     // (T, B, R)
+  const T* dy = nullptr;     // (T, B, R), or one row (R) broadcast over all steps and rows (dy_rs == 0)
+  int64_t dy_rs = 0;         // row stride of dy: R, or 0 when broadcast
   // outputs / working buffers
   T* da = nullptr;     // (T, B, 4H) gradient of the gate pre-activations (torch's gate order)
   T* dH = nullptr;     // (B, R): on entry grad of h_T + dy[T-1]; updated in place to grad of h_{t-1}
@@ -639,6 +681,7 @@ struct BwdLoop {
   T* dzh = nullptr;           // (T, B, 4H) grad of h_{t-1} W_hh^T (the recurrent product's left side)
   T* acc_thr = nullptr;       // (nthreads, 5H) zeroed: per-thread grads of ln gain_c, shift_c, peephole
   T* rowbuf = nullptr;        // (nthreads, H) scratch
+  bool by_rows = false;       // row split (P == 0, no layer norm, no peephole: dpeep sums over rows)
 
   inline bool valid(int64_t t, int64_t b) const { return len == nullptr || t < len[b]; }
 
@@ -847,7 +890,7 @@ struct BwdLoop {
         v = fmadd(ld(zh + tb * R + c, n), old, acc.v[m][j]);
       else
         v = acc.v[m][j];
-      if (prev_ok) v = v + ld(dy + (tb - B) * R + c, n);
+      if (prev_ok) v = v + ld(dy + (tb - B) * dy_rs + c, n);
       st(v, d, n);
       if (P > 0 && t > 0) {
         T* o = dht + (tb - B) * P + c;
@@ -906,9 +949,30 @@ struct BwdLoop {
     }
   }
 
+  // Row split: my rows [b0, b1), all units and all columns of dH, no barrier.
+  void run_rows(Team& team, int p) const {
+    int64_t b0, b1;
+    split_range(B, p, team.active(), b0, b1);
+    if (b0 >= b1) return;
+    const int64_t K4 = 4 * H;
+    for (int64_t t = T_ - 1; t >= 0; --t) {
+      for (int64_t b = b0; b < b1; ++b) row_cells(t, b, 0, NU);
+      const T* a = da + (t * B + b0) * K4;
+      for (int64_t q = 0; q < NPH; ++q)
+        for_row_blocks<T, MRMAX, NV>(a, K4, wb + q * K4 * 2 * L, K4, b1 - b0, [&](int64_t r0, auto& acc) {
+          constexpr int mr = sizeof(acc.v) / sizeof(acc.v[0]);
+          for (int m = 0; m < mr; ++m) dh_row(t, b0 + r0 + m, q * 2 * L, acc, m);
+        });
+    }
+  }
+
   void run(Team& team, int p) const {
     if (ln_ghh) {
       run_ln(team, p);
+      return;
+    }
+    if (by_rows) {
+      run_rows(team, p);
       return;
     }
     int np = team.active();

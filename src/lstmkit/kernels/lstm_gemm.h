@@ -17,16 +17,18 @@ struct Acc {
   Vec<T> v[MR][NV];
 };
 
-// acc = A[0:MR, 0:K] @ panel (K x NV*L)
-template <typename T, int MR, int NV>
+// acc = A[0:MR, 0:K] @ panel (K x NV*L)   (ADD: acc += ...)
+template <typename T, int MR, int NV, bool ADD = false>
 inline void microkernel(const T* __restrict A, int64_t lda, const T* __restrict panel, int64_t K,
                         Acc<T, MR, NV>& acc) {
   using V = Vec<T>;
   constexpr int L = V::L;
+  if constexpr (!ADD) {
 #pragma GCC unroll 8
-  for (int m = 0; m < MR; ++m)
+    for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 8
-    for (int j = 0; j < NV; ++j) acc.v[m][j] = V::zero();
+      for (int j = 0; j < NV; ++j) acc.v[m][j] = V::zero();
+  }
   const T* a[MR];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m) a[m] = A + m * lda;
@@ -49,15 +51,20 @@ inline void microkernel(const T* __restrict A, int64_t lda, const T* __restrict 
 // the same panel. The rows are split evenly (32 rows with MRMAX 6 -> 6,6,5,5,5,5; 8 -> 4,4) because
 // a block of 1 or 2 rows runs at a fraction of the speed. fn is a generic lambda, instantiated for
 // every block height 1..MRMAX.
+// The same over two left matrices side by side: [A | A2] @ [panel; panel2] (K + K2 rows), when A2
+// == nullptr just A @ panel.
 template <typename T, int NV, int MR, typename F>
-inline void run_block(const T* A, int64_t lda, const T* panel, int64_t K, int64_t r, F& fn) {
+inline void run_block2(const T* A, int64_t lda, const T* panel, int64_t K, const T* A2, int64_t lda2,
+                       const T* panel2, int64_t K2, int64_t r, F& fn) {
   Acc<T, MR, NV> acc;
   microkernel<T, MR, NV>(A + r * lda, lda, panel, K, acc);
+  if (A2) microkernel<T, MR, NV, true>(A2 + r * lda2, lda2, panel2, K2, acc);
   fn(r, acc);
 }
 
 template <typename T, int MRMAX, int NV, typename F>
-inline void for_row_blocks(const T* A, int64_t lda, const T* panel, int64_t K, int64_t M, F&& fn) {
+inline void for_row_blocks2(const T* A, int64_t lda, const T* panel, int64_t K, const T* A2, int64_t lda2,
+                            const T* panel2, int64_t K2, int64_t M, F&& fn) {
   static_assert(MRMAX >= 1 && MRMAX <= 6, "MRMAX in 1..6");
   if (M <= 0) return;
   const int64_t nb = (M + MRMAX - 1) / MRMAX;
@@ -65,16 +72,23 @@ inline void for_row_blocks(const T* A, int64_t lda, const T* panel, int64_t K, i
   int64_t r = 0;
   for (int64_t blk = 0; blk < nb; ++blk) {
     const int64_t mr = base + (blk < extra ? 1 : 0);
+#define LSTMKIT_BLOCK(n) run_block2<T, NV, n>(A, lda, panel, K, A2, lda2, panel2, K2, r, fn)
     switch (mr) {
-      case 1: run_block<T, NV, 1>(A, lda, panel, K, r, fn); break;
-      case 2: if constexpr (MRMAX >= 2) run_block<T, NV, 2>(A, lda, panel, K, r, fn); break;
-      case 3: if constexpr (MRMAX >= 3) run_block<T, NV, 3>(A, lda, panel, K, r, fn); break;
-      case 4: if constexpr (MRMAX >= 4) run_block<T, NV, 4>(A, lda, panel, K, r, fn); break;
-      case 5: if constexpr (MRMAX >= 5) run_block<T, NV, 5>(A, lda, panel, K, r, fn); break;
-      default: if constexpr (MRMAX >= 6) run_block<T, NV, 6>(A, lda, panel, K, r, fn); break;
+      case 1: LSTMKIT_BLOCK(1); break;
+      case 2: if constexpr (MRMAX >= 2) LSTMKIT_BLOCK(2); break;
+      case 3: if constexpr (MRMAX >= 3) LSTMKIT_BLOCK(3); break;
+      case 4: if constexpr (MRMAX >= 4) LSTMKIT_BLOCK(4); break;
+      case 5: if constexpr (MRMAX >= 5) LSTMKIT_BLOCK(5); break;
+      default: if constexpr (MRMAX >= 6) LSTMKIT_BLOCK(6); break;
     }
+#undef LSTMKIT_BLOCK
     r += mr;
   }
+}
+
+template <typename T, int MRMAX, int NV, typename F>
+inline void for_row_blocks(const T* A, int64_t lda, const T* panel, int64_t K, int64_t M, F&& fn) {
+  for_row_blocks2<T, MRMAX, NV>(A, lda, panel, K, (const T*)nullptr, 0, (const T*)nullptr, 0, M, fn);
 }
 
 }  // namespace lstmkit
