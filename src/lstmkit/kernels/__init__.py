@@ -13,10 +13,13 @@ Design (as in haste / cuDNN): the input projection of all steps is one large GEM
 kernels' own register-blocked GEMM, faster than MKL on these skinny shapes; ATen otherwise); the
 recurrent product of every step is the kernel's own register-blocked AVX2/FMA micro-kernel on
 W_hh packed once per call (kept hot in cache across steps), followed in the same time loop by one
-vectorised pointwise pass; the threads split the hidden units and meet at one barrier per step,
-inside a single OpenMP region for the whole sequence. The backward pass runs the pointwise
-backward and the recurrent product per step the same way, then dx (the own GEMM again) and the
-weight gradients of all steps (ATen): dW_ih, dW_hh and db together as one GEMM, da^T @ [x | h | 1].
+vectorised pointwise pass, inside a single OpenMP region for the whole sequence. The threads split
+either the batch rows (plain cell without projection or layer norm, from 4 rows per thread: no
+barrier at all, and when [W_ih | W_hh] fits in a core's L2 the input projection moves into the
+loop, step by step) or the hidden units (one barrier per step). The backward pass runs the
+pointwise backward and the recurrent product per step the same way, then dx (the own GEMM again)
+and the weight gradients of all steps (ATen): dW_ih, dW_hh and db together as one GEMM,
+da^T @ [x | h | 1].
 In float32 the plain time loops use a rational sigmoid/tanh (max abs error 4.4e-7, about half the
 work of the exp-based ones, which layer norm keeps). See lstm_fused.h for the buffer layouts.
 When other processes keep the cores busy, multi-threaded calls fall back to one thread

@@ -250,9 +250,9 @@ std::atomic<int>& split_override() {
 // (and, backward, without peepholes, whose gradient sums over rows). Each thread then multiplies
 // its rows by the whole of W_hh instead of by its columns, and the barrier of every step goes. It
 // needs rows enough per thread for the micro-kernel (a block of 1-3 rows runs at a fraction of its
-// speed). Measured here (forward+backward, 2 threads, rows vs units): B 8 H 128 (train-small)
-// 0.96-0.85x the time, B 32 H 256 0.97x, B 64 H 512 0.92x, B 8 H 512 0.98x; but B 4 H 128 1.10x,
-// B 6 H 128 1.06x: rows from 4 per thread.
+// speed). Measured here (forward+backward time, 2 threads, rows / units): B 8 H 128 (train-small)
+// 0.85-0.99, B 32 H 256 0.97, B 64 H 512 0.92, B 8 H 512 0.98; but B 4 H 128 1.10,
+// B 6 H 128 1.06: rows from 4 per thread.
 bool choose_rows(int nt, int64_t B, bool legal) {
   if (!legal || nt < 2) return false;
   const int o = split_override().load(std::memory_order_relaxed);

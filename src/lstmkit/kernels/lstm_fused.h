@@ -22,7 +22,9 @@
 // Row split (`by_rows`, plain loops without projection or layer norm): each thread instead owns a
 // range of batch rows and all units. Rows never read each other's state, so the threads meet no
 // barrier at all until the end of the sequence; each multiplies its rows by the whole of W_hh
-// (chosen by choose_rows in lstm_fused.cpp).
+// (chosen by choose_rows in lstm_fused.cpp). With `wx` the input projection is part of each
+// step's product and the biases are added in the pointwise pass: the same sums in another order,
+// so there 1 and 2 threads agree to rounding, not bit for bit.
 //
 // Per step (forward): the recurrent product of the thread's unit blocks goes to a small per-thread
 // scratch (hot in L1/L2), then one pointwise pass row by row reads xp and writes gates, c, h in
