@@ -289,7 +289,7 @@ struct FwdLoop {
   T* call = nullptr;  // (T+1, B, H) c states after zoneout; call[0] = c0 (filled by the caller)
   T* ctil = nullptr;  // (T, B, H) c before zoneout, only with zoneout_c (and saved for backward), else null
   T* gates = nullptr; // (T, B, 4H) activations i, f, g, o in torch's gate order, or null (inference)
-  bool stream_gates = false;  // write gates with streaming stores (a trace nobody reads in this call;
+  bool stream_gates = false;  // write gates with streaming stores (nobody reads them in this call;
                               // needs 32-byte aligned rows: H % 8 == 0 and an aligned buffer)
   T* hc = nullptr;    // (T, B, H) o * tanh(c) before the projection, only with a projection
   T* scratch = nullptr;  // (nthreads, B, 4Hp) per-thread recurrent pre-activations, [u][gate][lane]
@@ -418,7 +418,7 @@ struct FwdLoop {
       for (int q = 0; q < 4; ++q) {
         const int64_t at = (t * B + b) * 4 * H + q * H + h0_;
         if (xp_rs != 0) prefetch_n<0>(xp + (t * B + b) * xp_rs + q * H + h0_, n);
-        if (gates) prefetch_n<1>(gates + at, n);
+        if (gates && !stream_gates) prefetch_n<1>(gates + at, n);  // (a streamed line needs no read)
       }
   }
 
