@@ -333,11 +333,16 @@ SPLIT_CASES = [
     dict(T=4, B=6, I=3, H=10, P=4),  # projection: not legal for rows, units whatever is asked
     dict(T=3, B=8, I=8, H=160),  # [W_ih | W_hh] over 384 KB: the input projection stays one GEMM
     dict(T=6, B=9, I=5, H=12, dtype=torch.float64),
+    dict(T=1, B=3, I=4, H=13, lengths=True, zoneout=True),  # one step
+    dict(T=5, B=1, I=6, H=8, bias=False),  # fewer rows than threads; no biases (projection in the loop)
+    dict(T=4, B=5, I=3, H=13, dtype=torch.float64),  # H not a multiple of the 4 float64 lanes
 ]
 
 
 @needs_kernels
-@pytest.mark.parametrize("cfg", SPLIT_CASES, ids=["odd", "len-zone", "peep", "tiny", "proj", "wide", "f64"])
+@pytest.mark.parametrize(
+    "cfg", SPLIT_CASES, ids=["odd", "len-zone", "peep", "tiny", "proj", "wide", "f64", "T1", "B1-nobias", "f64-H13"]
+)
 @pytest.mark.parametrize("split", [1, 2], ids=["units", "rows"])
 @pytest.mark.parametrize("coupled", [False, True])
 def test_thread_splits_match_oracle(kern: None, cfg: dict[str, Any], split: int, coupled: bool) -> None:
@@ -358,17 +363,31 @@ def test_thread_split_mode_is_checked(kern: None) -> None:
 
 @needs_kernels
 @pytest.mark.parametrize("threads", [1, 2])
-def test_broadcast_output_gradient(kern: None, threads: int) -> None:
-    """y.sum().backward() hands the kernel an expanded (stride 0) gradient: it is read in place."""
-    case = make_case(T=6, B=8, I=5, H=16, lengths=True)
-    names = ["x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"]
-    kin = [case[k].detach().clone().requires_grad_(True) for k in names]
-    y, hT, _, _ = K.fused_layer(*kin, lengths=case["lengths"], num_threads=-threads)
-    (y.sum() + 0.5 * hT.sum()).backward()
-    oin = [case[k].detach().double().requires_grad_(True) for k in names]
-    oy, ohT, _, _, _ = oracle(*oin, lengths=case["lengths"])
-    (oy.sum() + 0.5 * ohT.sum()).backward()
-    assert_close([t.grad for t in kin], [t.grad for t in oin], [f"d{k}" for k in names], rtol=1e-5)
+@pytest.mark.parametrize("kind", ["sum", "per-feature", "proj-zoneout"])
+def test_broadcast_output_gradient(kern: None, threads: int, kind: str) -> None:
+    """y.sum().backward() hands the kernel an expanded gradient (strides 0, 0, 0; a per-feature
+    weight gives 0, 0, 1): one row of it is read in place."""
+    P = 6 if kind == "proj-zoneout" else 0
+    case = make_case(T=6, B=8, I=5, H=16, P=P, lengths=True, zoneout=kind == "proj-zoneout")
+    names = ["x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"] + (["w_hr"] if P else [])
+    extra = {k: case[k] for k in ("zoneout_c", "zoneout_h")}
+    wf = torch.linspace(-1.0, 1.0, P or 16) if kind == "per-feature" else None
+
+    def loss(y: torch.Tensor, hT: torch.Tensor) -> torch.Tensor:
+        return (y * wf.to(y.dtype)).sum() if wf is not None else y.sum() + 0.5 * hT.sum()
+
+    kin = {k: case[k].detach().clone().requires_grad_(True) for k in names}
+    y, hT, _, _ = K.fused_layer(
+        *(kin[k] for k in names[:7]), w_hr=kin.get("w_hr"), lengths=case["lengths"], num_threads=-threads, **extra
+    )
+    loss(y, hT).backward()
+    oin = {k: case[k].detach().double().requires_grad_(True) for k in names}
+    oy, ohT, _, _, _ = oracle(
+        *(oin[k] for k in names[:7]), w_hr=oin.get("w_hr"), lengths=case["lengths"],
+        **{k: (v.double() if v is not None else None) for k, v in extra.items()},
+    )  # fmt: skip
+    loss(oy, ohT).backward()
+    assert_close([kin[k].grad for k in names], [oin[k].grad for k in names], [f"d{k}" for k in names], rtol=1e-5)
 
 
 @needs_kernels

@@ -261,8 +261,10 @@ def fused_layer(
     kernel's buffers (c is shared with what backward uses: do not modify them in place).
     With ``coupled`` the f rows of w_ih / w_hh / biases are ignored (their gradient is 0).
     ``num_threads`` defaults to torch.get_num_threads() (n > 0: at most n threads, fewer for small
-    problems; n < 0: exactly -n threads, for tests). With 2+ threads the kernel falls back to one
-    thread when other processes keep the cores busy (see :func:`contention_events`).
+    problems; n < 0: exactly -n threads, for tests). With 2+ threads splitting the hidden units the
+    kernel falls back to one thread when other processes keep the cores busy (see
+    :func:`contention_events`); when they split the batch rows (plain cell, B >= 4 per thread) they
+    never wait for each other inside the loop, so a descheduled thread only delays the call's end.
     """
     if x.dim() != 3 or x.shape[0] == 0:
         raise ValueError(f"fused_layer: x must be (T, B, I) with T >= 1, got shape {tuple(x.shape)}")

@@ -694,7 +694,7 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
     const int64_t extra = need[5] ? 8 : 0, N = I + R + extra;
     Tensor xh = pooled({T, B, N}, opts);
     const Tensor xc = x.contiguous(), h0c = h0.contiguous();
-    const Tensor hsrc = with_len ? hall->contiguous() : y;  // h_{t-1} rows: h0 then y (or h_all)
+    const Tensor hsrc = with_len ? hall->contiguous() : y.contiguous();  // h_{t-1} rows: h0 then y (or h_all)
     AT_DISPATCH_FLOATING_TYPES(st, "lstmkit_xh", [&] {
       using T_ = scalar_t;
       const T_* xs = xc.data_ptr<T_>();
@@ -715,7 +715,7 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
         }
       });
     });
-    Tensor dw = at::mm(da2.t(), xh.view({T * B, N}));  // (4H, N)
+    const Tensor dw = at::mm(da2.t(), xh.view({T * B, N})).contiguous();  // (4H, N)
     // split into contiguous dW_ih, dW_hh, db in one pass
     dwih = at::empty({4 * H, I}, opts);
     dwhh = at::empty({4 * H, R}, opts);

@@ -22,7 +22,10 @@
 // Row split (`by_rows`, plain loops without projection or layer norm): each thread instead owns a
 // range of batch rows and all units. Rows never read each other's state, so the threads meet no
 // barrier at all until the end of the sequence; each multiplies its rows by the whole of W_hh
-// (chosen by choose_rows in lstm_fused.cpp). With `wx` the input projection is part of each
+// (chosen by choose_rows in lstm_fused.cpp). The threads never wait for each other inside the
+// loop, so Team's oversubscription fallback (which watches barrier waits) does not apply there: a
+// descheduled thread delays only the end of the call, by at most its own rows' share, instead of
+// stalling its partner at every step. With `wx` the input projection is part of each
 // step's product and the biases are added in the pointwise pass: the same sums in another order,
 // so there 1 and 2 threads agree to rounding, not bit for bit.
 //
