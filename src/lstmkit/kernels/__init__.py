@@ -167,10 +167,10 @@ class _FusedLayer(torch.autograd.Function):
         ln = list(ln_params) if ln_params[0] is not None else []
         m = _mod()
         needs_grad = any(ctx.needs_input_grad[:15])
-        gates_mode = 1 if needs_grad else (2 if trace else 0)  # 1 saved for backward, 2 a trace only
+        store = needs_grad or trace
         res = m.forward(
             x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, peephole, zoneout_c, zoneout_h, lengths, ln,
-            coupled, gates_mode, num_threads,
+            coupled, store, num_threads,
         )  # fmt: skip
         y, hT, cT, gates, call, hall, ctil, hc = res[:8]
         ln_saved = res[8:] if ln else []

@@ -367,7 +367,7 @@ std::vector<Tensor> fused_forward(const Tensor& x, const Tensor& h0, const Tenso
                                   const optional<Tensor>& b_hh, const optional<Tensor>& w_hr,
                                   const optional<Tensor>& peep, const optional<Tensor>& zc,
                                   const optional<Tensor>& zh, const optional<Tensor>& lengths,
-                                  const std::vector<Tensor>& ln, bool coupled, int64_t gates_mode,
+                                  const std::vector<Tensor>& ln, bool coupled, bool store_gates,
                                   int64_t num_threads) {
   const auto st = x.scalar_type();
   TORCH_CHECK(st == at::kFloat || st == at::kDouble, "lstmkit fused kernel: dtype must be float32 or float64");
@@ -405,8 +405,8 @@ std::vector<Tensor> fused_forward(const Tensor& x, const Tensor& h0, const Tenso
   const bool by_rows = choose_rows(nt, B, P == 0 && !with_ln);
   // With the row split and [W_ih | W_hh] small enough to stay in a core's L2, the input projection
   // happens in the time loop, step by step ([x_t | h_{t-1}] @ [W_ih | W_hh]^T): the (T, B, 4H)
-  // projections then never go through memory (train-small: inference 8 %, forward+backward ~3 %
-  // faster than the row split with the separate projection GEMM).
+  // projections then never go through memory (train-small, runtime switch in one build: inference
+  // ~4 % faster than the row split with the separate projection GEMM, training within noise).
   const bool proj_in_loop = by_rows && (I + R) * 4 * H * (int64_t)x.element_size() <= kProjInLoopBytes;
   // input projection of all steps in one GEMM, both biases folded in
   Tensor x2 = x.contiguous().reshape({T * B, I});
@@ -454,11 +454,9 @@ std::vector<Tensor> fused_forward(const Tensor& x, const Tensor& h0, const Tenso
     hall = pooled({T + 1, B, R}, opts);
     hall[0].copy_(h0);
   }
-  // gates_mode: 0 no gates (inference), 1 gates for the backward, 2 gates for a trace only. Either
-  // way they are written with streaming stores (no read of each line before the write, no cache
-  // pollution; nothing in this call reads them again, and the backward, which does, measured
-  // ~1.5 % faster at train-small with them streamed than cached)
-  const bool store_gates = gates_mode > 0;
+  // store_gates (for the backward or a trace): they are written with streaming stores (no read of
+  // each line before the write, no cache pollution; nothing in this call reads them again, and the
+  // backward, which does, measured ~1.5 % faster at train-small with them streamed than cached)
   if (has(zc) && store_gates) ctil = pooled({T, B, H}, opts);
   if (store_gates) gates = pooled({T, B, 4 * H}, opts);
   Tensor h0c = h0.contiguous();

@@ -47,12 +47,11 @@ inline void microkernel(const T* __restrict A, int64_t lda, const T* __restrict 
   }
 }
 
-// Runs fn(row0, Acc<T, mr, NV>&) over the rows [0, M), each block of mr <= MRMAX rows multiplied by
-// the same panel. The rows are split evenly (32 rows with MRMAX 6 -> 6,6,5,5,5,5; 8 -> 4,4) because
-// a block of 1 or 2 rows runs at a fraction of the speed. fn is a generic lambda, instantiated for
-// every block height 1..MRMAX.
-// The same over two left matrices side by side: [A | A2] @ [panel; panel2] (K + K2 rows), when A2
-// == nullptr just A @ panel.
+// for_row_blocks2 runs fn(row0, Acc<T, mr, NV>&) over the rows [0, M), each block of mr <= MRMAX
+// rows of [A | A2] multiplied by the same stacked panel [panel; panel2] (K + K2 rows; A2 == nullptr:
+// just A @ panel, which is for_row_blocks). The rows are split evenly (32 rows with MRMAX 6 ->
+// 6,6,5,5,5,5; 8 -> 4,4) because a block of 1 or 2 rows runs at a fraction of the speed. fn is a
+// generic lambda, instantiated for every block height 1..MRMAX.
 template <typename T, int NV, int MR, typename F>
 inline void run_block2(const T* A, int64_t lda, const T* panel, int64_t K, const T* A2, int64_t lda2,
                        const T* panel2, int64_t K2, int64_t r, F& fn) {
