@@ -414,6 +414,70 @@ def test_gradient_of_one_input_only(kern: None, which: str) -> None:
 
 
 @needs_kernels
+@pytest.mark.parametrize(
+    "loss_of, grad_of, cfg",
+    [
+        ("hT", ("x", "w_hh", "b_hh"), dict()),  # no gradient reaches y or c_T: both arrive undefined
+        ("cT", ("h0", "c0", "w_ih"), dict(lengths=True)),
+        ("y", ("b_hh", "w_hr"), dict(bias=False, P=3)),  # b_ih absent: the node's input edges shift
+        ("y+cT", ("x", "g_c", "s_hh"), dict(layer_norm=True, peephole=True)),
+        ("y", ("peephole",), dict(peephole=True, zoneout=True)),
+    ],
+    ids=["hT-only", "cT-only", "no-b_ih", "ln-some", "peep-only"],
+)
+def test_autograd_node_edges(kern: None, loss_of: str, grad_of: tuple[str, ...], cfg: dict[str, Any]) -> None:
+    """The C++ autograd node: only some inputs need a gradient, some outputs get none, some optional
+    inputs are absent; each requested gradient matches the oracle and the others stay None."""
+    case = make_case(T=5, B=3, I=4, H=9, **cfg)
+    if not cfg.get("bias", True):
+        case["b_hh"] = make_case(T=5, B=3, I=4, H=9, seed=1)["b_hh"]  # b_hh only
+    T, B = case["x"].shape[:2]
+
+    def run(dtype: torch.dtype, fused: bool) -> tuple[list[torch.Tensor | None], dict[str, Any]]:
+        kin = {k: (v.to(dtype) if isinstance(v, torch.Tensor) and k != "lengths" else v) for k, v in case.items()}
+        for k in grad_of:
+            kin[k] = kin[k].clone().requires_grad_(True)
+        args = [kin[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")]
+        kw = dict(w_hr=kin["w_hr"], peephole=kin["peephole"], zoneout_c=kin["zoneout_c"],
+                  zoneout_h=kin["zoneout_h"], lengths=kin["lengths"], ln=ln_of(kin))  # fmt: skip
+        y, hT, cT = (K.fused_layer(*args, **kw) if fused else oracle(*args, **kw))[:3]  # type: ignore[arg-type]
+        parts = {"y": y, "hT": hT, "cT": cT}
+        loss = sum((parts[name].double() * (n + 1)).sum() for n, name in enumerate(loss_of.split("+")))
+        loss.backward()  # type: ignore[union-attr]
+        return [kin[k].grad for k in grad_of], kin
+
+    got, kin = run(case["x"].dtype, True)
+    want, _ = run(torch.float64, False)
+    assert all(g is not None for g in got), "a requested gradient is missing"
+    assert_close(got, want, [f"d{k}" for k in grad_of], rtol=1e-5)  # type: ignore[arg-type]
+    others = [k for k in DIFF if k not in grad_of and isinstance(kin[k], torch.Tensor)]
+    assert all(kin[k].grad is None for k in others)
+    assert T == 5 and B == 3
+
+
+@needs_kernels
+def test_autograd_node_graph(kern: None) -> None:
+    """No graph without a gradient to compute; the trace is not differentiable; a second backward
+    through a freed graph is refused as in torch."""
+    case = make_case(T=4, B=2, I=3, H=8)
+    w = case["w_hh"].clone().requires_grad_(True)
+    args = [case["x"], case["h0"], case["c0"], case["w_ih"], w, case["b_ih"], case["b_hh"]]
+    with torch.no_grad():
+        y, _, _, _ = K.fused_layer(*args)
+    assert y.grad_fn is None and not y.requires_grad
+    y0, _, _, _ = K.fused_layer(*[a.detach() if a is not None else None for a in args])
+    assert y0.grad_fn is None
+    y, hT, cT, tr = K.fused_layer(*args, trace=True)
+    assert tr is not None and not tr[0].requires_grad and not tr[1].requires_grad
+    assert y.requires_grad and hT.requires_grad and cT.requires_grad
+    loss = y.sum()
+    loss.backward()
+    assert w.grad is not None and torch.isfinite(w.grad).all()
+    with pytest.raises(RuntimeError):
+        loss.backward()
+
+
+@needs_kernels
 def test_trace_does_not_change_outputs(kern: None) -> None:
     case = make_case(T=6, B=3, I=4, H=10)
     args = [case[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")]

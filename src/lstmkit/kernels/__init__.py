@@ -19,7 +19,7 @@ barrier at all, and when [W_ih | W_hh] fits in a core's L2 the input projection 
 loop, step by step) or the hidden units (one barrier per step). The backward pass runs the
 pointwise backward and the recurrent product per step the same way, then dx (the own GEMM again)
 and the weight gradients of all steps (ATen): dW_ih, dW_hh and db together as one GEMM,
-da^T @ [x | h | 1].
+da^T @ [x | h | 1]. The layer is a C++ autograd node (no Python runs in its backward).
 In float32 the plain time loops use a rational sigmoid/tanh (max abs error 4.4e-7, about half the
 work of the exp-based ones, which layer norm keeps). See lstm_fused.h for the buffer layouts.
 When other processes keep the cores busy, multi-threaded calls fall back to one thread
@@ -149,83 +149,7 @@ def _mod() -> Any:
     return m
 
 
-def _opt(t: torch.Tensor) -> torch.Tensor | None:
-    return t if t.numel() > 0 else None
-
-
-_NO_LN: tuple[None, ...] = (None,) * 6
-
-
-class _FusedLayer(torch.autograd.Function):
-    # inputs: x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, peephole, 6 layer-norm parameters (0..14, the
-    # differentiable ones), then zoneout_c, zoneout_h, lengths, coupled, trace, num_threads
-    @staticmethod
-    def forward(ctx: Any, *args: Any) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
-        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, peephole = args[:9]
-        ln_params = args[9:15]
-        zoneout_c, zoneout_h, lengths, coupled, trace, num_threads = args[15:]
-        ln = list(ln_params) if ln_params[0] is not None else []
-        m = _mod()
-        needs_grad = any(ctx.needs_input_grad[:15])
-        store = needs_grad or trace
-        res = m.forward(
-            x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, peephole, zoneout_c, zoneout_h, lengths, ln,
-            coupled, store, num_threads,
-        )  # fmt: skip
-        y, hT, cT, gates, call, hall, ctil, hc = res[:8]
-        ln_saved = res[8:] if ln else []
-        ctx.coupled = coupled
-        ctx.num_threads = num_threads
-        ctx.has = (b_ih is not None, b_hh is not None, bool(ln))
-        if needs_grad:
-            ctx.save_for_backward(
-                x, h0, w_ih, w_hh, w_hr, peephole, zoneout_c, zoneout_h, lengths,
-                y, gates, call, _opt(hall), _opt(ctil), _opt(hc), *ln, *ln_saved,
-            )  # fmt: skip
-        if trace:
-            c_trace = call[1:]
-            if lengths is not None:  # the trace is 0 past the end of a sequence (the state is carried)
-                steps = torch.arange(x.shape[0]).unsqueeze(1)
-                c_trace = c_trace * (steps < lengths.unsqueeze(0)).unsqueeze(2).to(call.dtype)
-            ctx.mark_non_differentiable(gates, c_trace)
-            return y, hT, cT, gates, c_trace
-        return y, hT, cT
-
-    @staticmethod
-    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-        m = _mod()
-        dy, dhT, dcT = grads[0], grads[1], grads[2]
-        saved = ctx.saved_tensors
-        (x, h0, w_ih, w_hh, w_hr, peep, zc, zh, lengths, y, gates, call, hall, ctil, hc) = saved[:15]
-        has_bih, has_bhh, has_ln = ctx.has
-        ln = list(saved[15:21]) if has_ln else []
-        ln_saved = list(saved[21:27]) if has_ln else []
-        n = ctx.needs_input_grad
-        need = [n[0], n[1], n[2], n[3], n[4], n[5] or n[6], n[7], n[8], any(n[9:15])]
-        res = m.backward(
-            x, h0, w_ih, w_hh, w_hr, peep, zc, zh, lengths, ctx.coupled, y, gates, call, hall, ctil, hc,
-            dy, dhT, dcT, ln, ln_saved, need, ctx.num_threads,
-        )  # fmt: skip
-        dx, dh0, dc0, dwih, dwhh, db, dwhr, dpeep = res[:8]
-        dln: list[torch.Tensor | None] = list(res[8:14]) if (has_ln and need[8]) else [None] * 6
-        return (
-            dx if n[0] else None,
-            dh0 if n[1] else None,
-            dc0 if n[2] else None,
-            dwih if n[3] else None,
-            dwhh if n[4] else None,
-            db if (n[5] and has_bih) else None,
-            db if (n[6] and has_bhh) else None,
-            dwhr if n[7] else None,
-            dpeep if n[8] else None,
-            *(d if n[9 + k] else None for k, d in enumerate(dln)),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
+_NO_LN: list[None] = [None] * 6
 
 
 def fused_layer(
@@ -277,9 +201,10 @@ def fused_layer(
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64)
     nt = torch.get_num_threads() if num_threads is None else int(num_threads)
-    out = _FusedLayer.apply(
+    # a C++ autograd node (lstm_fused.cpp, FusedLayerFn): its backward runs without Python
+    out = _mod().fused_layer(
         x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih, w_hh, b_ih, b_hh, w_hr, peephole,
-        *(ln if ln is not None else _NO_LN), zoneout_c, zoneout_h, lengths, bool(coupled), bool(trace), nt,
+        _NO_LN if ln is None else list(ln), zoneout_c, zoneout_h, lengths, bool(coupled), bool(trace), nt,
     )  # fmt: skip
     if trace:
         y, hT, cT, gates, c = out
