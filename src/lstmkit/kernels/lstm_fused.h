@@ -687,6 +687,7 @@ struct BwdLoop {
   T* acc_thr = nullptr;       // (nthreads, 5H) zeroed: per-thread grads of ln gain_c, shift_c, peephole
   T* rowbuf = nullptr;        // (nthreads, H) scratch
   bool by_rows = false;       // row split (P == 0, no layer norm, no peephole: dpeep sums over rows)
+  T* db_thr = nullptr;        // (nthreads, 4H) zeroed, or null: per-thread sums of da (the bias gradient)
 
   inline bool valid(int64_t t, int64_t b) const { return len == nullptr || t < len[b]; }
 
@@ -798,7 +799,7 @@ struct BwdLoop {
   // The pointwise backward of row b (valid at step t) for unit blocks u .. u+C-1, side by side
   // (see FwdLoop::cells).
   template <int C>
-  inline void cells(int64_t t, int64_t b, int64_t u) const {
+  inline void cells(int64_t t, int64_t b, int64_t u, T* dbp) const {
     const int64_t tb = t * B + b;
     const V one = V::set1(T(1));
     const T* gp = gates + tb * 4 * H;
@@ -860,10 +861,17 @@ struct BwdLoop {
       st(dag, dap + 2 * H, n[c]);
       st(dao[c], dap + 3 * H, n[c]);
       st(dcp, dC + b * H + hu[c], n[c]);
+      if (dbp) {  // the bias gradient: sum of da over steps and rows (0 in the tail lanes)
+        T* d = dbp + hu[c];
+        st(ld(d, n[c]) + dai, d, n[c]);
+        st(ld(d + H, n[c]) + daf, d + H, n[c]);
+        st(ld(d + 2 * H, n[c]) + dag, d + 2 * H, n[c]);
+        st(ld(d + 3 * H, n[c]) + dao[c], d + 3 * H, n[c]);
+      }
     }
   }
 
-  inline void row_cells(int64_t t, int64_t b, int64_t u0, int64_t u1) const {
+  inline void row_cells(int64_t t, int64_t b, int64_t u0, int64_t u1, T* dbp) const {
     if (!valid(t, b)) {  // da = 0; dC, dH pass through unchanged
       const int64_t h0_ = u0 * L, h1_ = std::min<int64_t>(H, u1 * L);
       T* dap = da + (t * B + b) * 4 * H;
@@ -872,8 +880,8 @@ struct BwdLoop {
       return;
     }
     int64_t u = u0;
-    for (; u + 2 <= u1; u += 2) cells<2>(t, b, u);
-    if (u < u1) cells<1>(t, b, u);
+    for (; u + 2 <= u1; u += 2) cells<2>(t, b, u, dbp);
+    if (u < u1) cells<1>(t, b, u, dbp);
   }
 
   // dH[b, c0:c0+2L] <- da[t, b] @ W_hh[:, cols] + coef * dH + dy[t-1]   (grad of h_{t-1})
@@ -956,12 +964,13 @@ struct BwdLoop {
 
   // Row split: my rows [b0, b1), all units and all columns of dH, no barrier.
   void run_rows(Team& team, int p) const {
+    T* dbp = db_thr ? db_thr + (int64_t)p * 4 * H : nullptr;
     int64_t b0, b1;
     split_range(B, p, team.active(), b0, b1);
     if (b0 >= b1) return;
     const int64_t K4 = 4 * H;
     for (int64_t t = T_ - 1; t >= 0; --t) {
-      for (int64_t b = b0; b < b1; ++b) row_cells(t, b, 0, NU);
+      for (int64_t b = b0; b < b1; ++b) row_cells(t, b, 0, NU, dbp);
       const T* a = da + (t * B + b0) * K4;
       for (int64_t q = 0; q < NPH; ++q)
         for_row_blocks<T, MRMAX, NV>(a, K4, wb + q * K4 * 2 * L, K4, b1 - b0, [&](int64_t r0, auto& acc) {
@@ -980,6 +989,7 @@ struct BwdLoop {
       run_rows(team, p);
       return;
     }
+    T* dbp = db_thr ? db_thr + (int64_t)p * 4 * H : nullptr;
     int np = team.active();
     for (int64_t t = T_ - 1; t >= 0; --t) {
       int64_t ph0, ph1, pr0, pr1;
@@ -988,7 +998,7 @@ struct BwdLoop {
       split_range(NPH, p, np, ph0, ph1);
       const int64_t u0 = std::min<int64_t>(NU, ph0 * 2), u1 = std::min<int64_t>(NU, ph1 * 2);
       if (P > 0) dhc_phase(t, ph0, ph1);
-      for (int64_t b = 0; b < B; ++b) row_cells(t, b, u0, u1);  // rows outer: in memory order
+      for (int64_t b = 0; b < B; ++b) row_cells(t, b, u0, u1, dbp);  // rows outer: in memory order
       if ((np = team.sync(p)) <= p) return;  // da[t] complete
       if (P > 0) {
         split_range(NPR, p, np, pr0, pr1);
