@@ -475,6 +475,9 @@ def test_autograd_node_graph(kern: None) -> None:
     assert w.grad is not None and torch.isfinite(w.grad).all()
     with pytest.raises(RuntimeError):
         loss.backward()
+    y, _, _, _ = K.fused_layer(*args)
+    with pytest.raises(RuntimeError, match="second derivative"):
+        torch.autograd.grad(y.sum(), [w], create_graph=True)
 
 
 @needs_kernels

@@ -189,6 +189,7 @@ def fused_layer(
     kernel falls back to one thread when other processes keep the cores busy (see
     :func:`contention_events`); when they split the batch rows (plain cell, B >= 4 per thread) they
     never wait for each other inside the loop, so a descheduled thread only delays the call's end.
+    No second derivatives: a backward with ``create_graph=True`` through this layer raises.
     """
     if x.dim() != 3 or x.shape[0] == 0:
         raise ValueError(f"fused_layer: x must be (T, B, I) with T >= 1, got shape {tuple(x.shape)}")

@@ -804,6 +804,11 @@ struct FusedLayerFn : public torch::autograd::Function<FusedLayerFn> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    // The gradients below are computed outside autograd: with create_graph=True they would come
+    // back without a graph and second derivatives would silently miss this layer.
+    TORCH_CHECK(!at::GradMode::is_enabled(),
+                "lstmkit: the fused LSTM kernels have no second derivative (backward with create_graph=True); "
+                "run the layer with backend='reference' for higher-order gradients");
     const auto saved = ctx->get_saved_variables();
     const auto edge = ctx->saved_data["edge"].toIntVector();
     const bool with_ln = ctx->saved_data["ln"].toBool();
