@@ -336,12 +336,15 @@ SPLIT_CASES = [
     dict(T=1, B=3, I=4, H=13, lengths=True, zoneout=True),  # one step
     dict(T=5, B=1, I=6, H=8, bias=False),  # fewer rows than threads; no biases (projection in the loop)
     dict(T=4, B=5, I=3, H=13, dtype=torch.float64),  # H not a multiple of the 4 float64 lanes
+    dict(T=150, B=8, I=4, H=12, lengths=True),  # the bias gradient's partial sums fold every 64 steps
 ]
 
 
 @needs_kernels
 @pytest.mark.parametrize(
-    "cfg", SPLIT_CASES, ids=["odd", "len-zone", "peep", "tiny", "proj", "wide", "f64", "T1", "B1-nobias", "f64-H13"]
+    "cfg",
+    SPLIT_CASES,
+    ids=["odd", "len-zone", "peep", "tiny", "proj", "wide", "f64", "T1", "B1-nobias", "f64-H13", "long"],
 )
 @pytest.mark.parametrize("split", [1, 2], ids=["units", "rows"])
 @pytest.mark.parametrize("coupled", [False, True])
@@ -414,45 +417,64 @@ def test_gradient_of_one_input_only(kern: None, which: str) -> None:
 
 
 @needs_kernels
+@pytest.mark.parametrize("subset", [False, True], ids=["only-these-require-grad", "all-require-grad"])
 @pytest.mark.parametrize(
     "loss_of, grad_of, cfg",
     [
         ("hT", ("x", "w_hh", "b_hh"), dict()),  # no gradient reaches y or c_T: both arrive undefined
         ("cT", ("h0", "c0", "w_ih"), dict(lengths=True)),
         ("y", ("b_hh", "w_hr"), dict(bias=False, P=3)),  # b_ih absent: the node's input edges shift
+        ("y", ("b_ih",), dict()),
         ("y+cT", ("x", "g_c", "s_hh"), dict(layer_norm=True, peephole=True)),
         ("y", ("peephole",), dict(peephole=True, zoneout=True)),
     ],
-    ids=["hT-only", "cT-only", "no-b_ih", "ln-some", "peep-only"],
+    ids=["hT-only", "cT-only", "no-b_ih", "b_ih-only", "ln-some", "peep-only"],
 )
-def test_autograd_node_edges(kern: None, loss_of: str, grad_of: tuple[str, ...], cfg: dict[str, Any]) -> None:
-    """The C++ autograd node: only some inputs need a gradient, some outputs get none, some optional
-    inputs are absent; each requested gradient matches the oracle and the others stay None."""
+def test_autograd_node_edges(
+    kern: None, loss_of: str, grad_of: tuple[str, ...], cfg: dict[str, Any], subset: bool
+) -> None:
+    """The C++ autograd node: gradients of some inputs only (either only they require grad, or all
+    do and torch.autograd.grad asks for some), outputs without a gradient, absent optional inputs;
+    each requested gradient matches the oracle's."""
     case = make_case(T=5, B=3, I=4, H=9, **cfg)
     if not cfg.get("bias", True):
         case["b_hh"] = make_case(T=5, B=3, I=4, H=9, seed=1)["b_hh"]  # b_hh only
-    T, B = case["x"].shape[:2]
 
-    def run(dtype: torch.dtype, fused: bool) -> tuple[list[torch.Tensor | None], dict[str, Any]]:
+    def run(dtype: torch.dtype, fused: bool) -> tuple[torch.Tensor, ...]:
         kin = {k: (v.to(dtype) if isinstance(v, torch.Tensor) and k != "lengths" else v) for k, v in case.items()}
-        for k in grad_of:
-            kin[k] = kin[k].clone().requires_grad_(True)
+        for k in DIFF:
+            if isinstance(kin[k], torch.Tensor) and (subset or k in grad_of):
+                kin[k] = kin[k].clone().requires_grad_(True)
         args = [kin[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")]
         kw = dict(w_hr=kin["w_hr"], peephole=kin["peephole"], zoneout_c=kin["zoneout_c"],
                   zoneout_h=kin["zoneout_h"], lengths=kin["lengths"], ln=ln_of(kin))  # fmt: skip
         y, hT, cT = (K.fused_layer(*args, **kw) if fused else oracle(*args, **kw))[:3]  # type: ignore[arg-type]
         parts = {"y": y, "hT": hT, "cT": cT}
         loss = sum((parts[name].double() * (n + 1)).sum() for n, name in enumerate(loss_of.split("+")))
-        loss.backward()  # type: ignore[union-attr]
-        return [kin[k].grad for k in grad_of], kin
+        return torch.autograd.grad(loss, [kin[k] for k in grad_of])  # type: ignore[arg-type]
 
-    got, kin = run(case["x"].dtype, True)
-    want, _ = run(torch.float64, False)
-    assert all(g is not None for g in got), "a requested gradient is missing"
-    assert_close(got, want, [f"d{k}" for k in grad_of], rtol=1e-5)  # type: ignore[arg-type]
-    others = [k for k in DIFF if k not in grad_of and isinstance(kin[k], torch.Tensor)]
-    assert all(kin[k].grad is None for k in others)
-    assert T == 5 and B == 3
+    got = run(case["x"].dtype, True)
+    want = run(torch.float64, False)
+    assert_close(list(got), list(want), [f"d{k}" for k in grad_of], rtol=1e-5)
+
+
+@needs_kernels
+def test_autograd_node_refuses_and_ignores(kern: None) -> None:
+    """A partial layer-norm set is refused; zoneout masks never join the graph, even when a mask
+    requires grad (alone it leaves the outputs without a graph; with a weight the backward runs)."""
+    case = make_case(T=4, B=2, I=3, H=8, zoneout=True, layer_norm=True)
+    args = [case[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")]
+    ln = list(ln_of(case) or ())
+    with pytest.raises(ValueError, match="ln must hold 6 tensors"):
+        K.fused_layer(*args, ln=(*ln[:5], None))  # type: ignore[arg-type]
+    mask = case["zoneout_c"].clone().requires_grad_(True)
+    y, _, _, _ = K.fused_layer(*args, zoneout_c=mask, zoneout_h=case["zoneout_h"])
+    assert not y.requires_grad
+    w = case["w_hh"].clone().requires_grad_(True)
+    args[4] = w
+    y, _, _, _ = K.fused_layer(*args, zoneout_c=mask, zoneout_h=case["zoneout_h"])
+    y.sum().backward()
+    assert w.grad is not None and mask.grad is None
 
 
 @needs_kernels

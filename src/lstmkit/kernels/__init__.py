@@ -18,8 +18,9 @@ either the batch rows (plain cell without projection or layer norm, from 4 rows 
 barrier at all, and when [W_ih | W_hh] fits in a core's L2 the input projection moves into the
 loop, step by step) or the hidden units (one barrier per step). The backward pass runs the
 pointwise backward and the recurrent product per step the same way, then dx (the own GEMM again)
-and the weight gradients of all steps (ATen): dW_ih, dW_hh and db together as one GEMM,
-da^T @ [x | h | 1]. The layer is a C++ autograd node (no Python runs in its backward).
+and the weight gradients of all steps (ATen): dW_ih and dW_hh together as one GEMM,
+[x | h]^T @ da, db summed by the time loop. The layer is a C++ autograd node (no Python runs in
+its backward).
 In float32 the plain time loops use a rational sigmoid/tanh (max abs error 4.4e-7, about half the
 work of the exp-based ones, which layer norm keeps). See lstm_fused.h for the buffer layouts.
 When other processes keep the cores busy, multi-threaded calls fall back to one thread
@@ -193,12 +194,15 @@ def fused_layer(
     """
     if x.dim() != 3 or x.shape[0] == 0:
         raise ValueError(f"fused_layer: x must be (T, B, I) with T >= 1, got shape {tuple(x.shape)}")
-    if ln is not None and len(ln) != 6:
-        raise ValueError(f"fused_layer: ln must hold 6 tensors (g_ih, b_ih, g_hh, b_hh, g_c, b_c), not {len(ln)}")
-    if zoneout_c is not None:
-        zoneout_c = zoneout_c.to(x.dtype)
+    if ln is not None and (len(ln) != 6 or any(t is None for t in ln)):
+        raise ValueError(
+            "fused_layer: ln must hold 6 tensors (g_ih, b_ih, g_hh, b_hh, g_c, b_c), "
+            f"got {[type(t).__name__ for t in ln]}"
+        )
+    if zoneout_c is not None:  # masks, not differentiable (detached: a mask never joins the graph)
+        zoneout_c = zoneout_c.detach().to(x.dtype)
     if zoneout_h is not None:
-        zoneout_h = zoneout_h.to(x.dtype)
+        zoneout_h = zoneout_h.detach().to(x.dtype)
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64)
     nt = torch.get_num_threads() if num_threads is None else int(num_threads)

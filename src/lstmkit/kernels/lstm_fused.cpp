@@ -597,7 +597,8 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
   const bool with_ln = !ln.empty();
   TORCH_CHECK(!with_ln || (ln.size() == 6 && ln_saved.size() == 6), "lstmkit fused kernel: ln arguments");
   // the bias gradient (sum of da) is accumulated by the time loop, per thread (not with layer norm)
-  Tensor db_thr = need[5] && !with_ln && T > 0 ? at::zeros({nt, 4 * H}, opts) : Tensor();
+  // (two rows per thread: a running sum and the last <= 64 steps' sum, folded in every 64 steps)
+  Tensor db_thr = need[5] && !with_ln && T > 0 ? at::zeros({nt, 2, 4 * H}, opts) : Tensor();
   Tensor dzh, acc_thr, rowbuf, lnc[6];
   if (with_ln) {
     dzh = pooled({T, B, 4 * H}, opts);
@@ -727,7 +728,7 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
                     y.narrow(0, 0, T - 1).reshape({(T - 1) * B, R}));
     }
   }
-  if (need[5]) db = db_thr.defined() ? db_thr.sum(0) : da2.sum(0);
+  if (need[5]) db = db_thr.defined() ? db_thr.sum({0, 1}) : da2.sum(0);
   if (need[6] && P > 0) dwhr = at::mm(dht.reshape({T * B, P}).t(), hc->reshape({T * B, H}));
   std::vector<Tensor> out = {need[0] ? dx : none, need[1] ? dH : none, need[2] ? dC : none, dwih, dwhh, db, dwhr,
                             dpeep.defined() && need[7] ? dpeep : none};
@@ -760,7 +761,9 @@ struct FusedLayerFn : public torch::autograd::Function<FusedLayerFn> {
                                const optional<Tensor>& zh, const optional<Tensor>& lengths, bool coupled,
                                bool trace, bool grad, int64_t num_threads) {
     std::vector<Tensor> ln;
-    if (has(g_ih)) ln = {*g_ih, *s_ih, *g_hh, *s_hh, *g_c, *s_c};
+    const int n_ln = has(g_ih) + has(s_ih) + has(g_hh) + has(s_hh) + has(g_c) + has(s_c);
+    TORCH_CHECK(n_ln == 0 || n_ln == 6, "lstmkit fused kernel: give all 6 layer-norm tensors or none");
+    if (n_ln == 6) ln = {*g_ih, *s_ih, *g_hh, *s_hh, *g_c, *s_c};
     auto res = fused_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, peep, zc, zh, lengths, ln, coupled,
                              grad || trace, num_threads);
     const Tensor& y = res[0];
@@ -768,21 +771,21 @@ struct FusedLayerFn : public torch::autograd::Function<FusedLayerFn> {
     const Tensor& call = res[4];
     if (grad) {
       // which of the 15 slots were given (an absent optional is not an input of the node, so the
-      // node's input edges are numbered over the given slots only)
-      const Tensor* slots[kDiffSlots] = {&x, &h0, &c0, &w_ih, &w_hh};
+      // node's input edges are numbered over the given slots only; a Tensor argument always is one)
       const optional<Tensor>* opt[kDiffSlots - 5] = {&b_ih, &b_hh, &w_hr, &peep, &g_ih,
                                                       &s_ih, &g_hh, &s_hh, &g_c, &s_c};
       std::vector<int64_t> edge(kDiffSlots, -1);
       int64_t e = 0;
       for (int k = 0; k < kDiffSlots; ++k) {
-        const bool given = k < 5 ? slots[k]->defined() : has(*opt[k - 5]);
+        const bool given = k < 5 || has(*opt[k - 5]);
         if (given) edge[k] = e++;
       }
       auto opt_or = [](const optional<Tensor>& t) { return has(t) ? *t : Tensor(); };
       const Tensor none;
+      // h_all with lengths, c~ with zoneout of c, o * tanh(c~) with a projection (else undefined)
       std::vector<Tensor> save = {x, h0, w_ih, w_hh, opt_or(w_hr), opt_or(peep), opt_or(zc), opt_or(zh),
-                                  opt_or(lengths), y, gates, call, res[5].numel() ? res[5] : none,
-                                  res[6].numel() ? res[6] : none, res[7].numel() ? res[7] : none};
+                                  opt_or(lengths), y, gates, call, has(lengths) ? res[5] : none,
+                                  has(zc) ? res[6] : none, has(w_hr) ? res[7] : none};
       for (auto& t : ln) save.push_back(t);
       if (!ln.empty())
         for (int k = 8; k < 14; ++k) save.push_back(res[k]);

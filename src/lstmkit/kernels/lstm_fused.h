@@ -687,7 +687,17 @@ struct BwdLoop {
   T* acc_thr = nullptr;       // (nthreads, 5H) zeroed: per-thread grads of ln gain_c, shift_c, peephole
   T* rowbuf = nullptr;        // (nthreads, H) scratch
   bool by_rows = false;       // row split (P == 0, no layer norm, no peephole: dpeep sums over rows)
-  T* db_thr = nullptr;        // (nthreads, 4H) zeroed, or null: per-thread sums of da (the bias gradient)
+  T* db_thr = nullptr;        // (nthreads, 2, 4H) zeroed, or null: per-thread sums of da (the bias
+                              // gradient), [running sum | sum of the current 64 steps] (two levels:
+                              // a float32 sum over T*B rows in one row would lose ~T*B ulp)
+
+  // The inner sum accumulates in cells(); every 64 steps it is added to the running one.
+  inline T* db_inner(int p) const { return db_thr ? db_thr + (int64_t)p * 8 * H + 4 * H : nullptr; }
+  inline void db_fold(int p, int64_t t) const {
+    if (!db_thr || (T_ - 1 - t) % 64 != 63) return;
+    T* o = db_thr + (int64_t)p * 8 * H;
+    for (int64_t k = 0; k < 4 * H; ++k) o[k] += o[4 * H + k], o[4 * H + k] = T(0);
+  }
 
   inline bool valid(int64_t t, int64_t b) const { return len == nullptr || t < len[b]; }
 
@@ -964,13 +974,14 @@ struct BwdLoop {
 
   // Row split: my rows [b0, b1), all units and all columns of dH, no barrier.
   void run_rows(Team& team, int p) const {
-    T* dbp = db_thr ? db_thr + (int64_t)p * 4 * H : nullptr;
+    T* dbp = db_inner(p);
     int64_t b0, b1;
     split_range(B, p, team.active(), b0, b1);
     if (b0 >= b1) return;
     const int64_t K4 = 4 * H;
     for (int64_t t = T_ - 1; t >= 0; --t) {
       for (int64_t b = b0; b < b1; ++b) row_cells(t, b, 0, NU, dbp);
+      db_fold(p, t);
       const T* a = da + (t * B + b0) * K4;
       for (int64_t q = 0; q < NPH; ++q)
         for_row_blocks<T, MRMAX, NV>(a, K4, wb + q * K4 * 2 * L, K4, b1 - b0, [&](int64_t r0, auto& acc) {
@@ -989,7 +1000,7 @@ struct BwdLoop {
       run_rows(team, p);
       return;
     }
-    T* dbp = db_thr ? db_thr + (int64_t)p * 4 * H : nullptr;
+    T* dbp = db_inner(p);
     int np = team.active();
     for (int64_t t = T_ - 1; t >= 0; --t) {
       int64_t ph0, ph1, pr0, pr1;
@@ -999,6 +1010,7 @@ struct BwdLoop {
       const int64_t u0 = std::min<int64_t>(NU, ph0 * 2), u1 = std::min<int64_t>(NU, ph1 * 2);
       if (P > 0) dhc_phase(t, ph0, ph1);
       for (int64_t b = 0; b < B; ++b) row_cells(t, b, u0, u1, dbp);  // rows outer: in memory order
+      db_fold(p, t);
       if ((np = team.sync(p)) <= p) return;  // da[t] complete
       if (P > 0) {
         split_range(NPR, p, np, pr0, pr1);
