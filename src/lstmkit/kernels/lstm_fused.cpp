@@ -127,6 +127,28 @@ Tensor interleave_vec(const Tensor& b, int64_t H, int64_t L) {
 // The packings below are plain loops: they run on every call (the weights change every training
 // step), and as ATen permute+copy they cost ~0.25 ms per forward+backward at train-small.
 
+#if LSTMKIT_HAVE_AVX2
+// 8 x 8 float block: d[j * ldd + i] = s[i * lds + j]
+inline void transpose8x8(const float* s, int64_t lds, float* d, int64_t ldd) {
+  __m256 a[8], t[8], u[8];
+  for (int k = 0; k < 8; ++k) a[k] = _mm256_loadu_ps(s + k * lds);
+  for (int k = 0; k < 4; ++k) {
+    t[2 * k] = _mm256_unpacklo_ps(a[2 * k], a[2 * k + 1]);
+    t[2 * k + 1] = _mm256_unpackhi_ps(a[2 * k], a[2 * k + 1]);
+  }
+  for (int k = 0; k < 2; ++k) {
+    u[4 * k] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], 0x44);
+    u[4 * k + 1] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], 0xEE);
+    u[4 * k + 2] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0x44);
+    u[4 * k + 3] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0xEE);
+  }
+  for (int k = 0; k < 4; ++k) {
+    _mm256_storeu_ps(d + k * ldd, _mm256_permute2f128_ps(u[k], u[k + 4], 0x20));
+    _mm256_storeu_ps(d + (k + 4) * ldd, _mm256_permute2f128_ps(u[k], u[k + 4], 0x31));
+  }
+}
+#endif
+
 // W_hh (4H, R) -> wf (NU, 2, R, 2L): wf[u][half][k][j*L + l] = W_hh[(2*half + j)*H + u*L + l][k], 0 for
 // units >= H
 template <typename T>
@@ -135,6 +157,20 @@ void pack_wf_loop(const T* w, int64_t H, int64_t R, int64_t L, T* out) {
   for (int64_t u = 0; u < NU; ++u)
     for (int half = 0; half < 2; ++half) {
       T* o = out + (u * 2 + half) * R * W;  // R x 2L, small: stays in L1 while its 2L rows scatter in
+#if LSTMKIT_HAVE_AVX2
+      if constexpr (std::is_same_v<T, float>) {
+        if (L == 8 && (u + 1) * L <= H) {  // 8 units x 8 k at a time: register transposes
+          for (int j = 0; j < 2; ++j) {
+            const T* src = w + ((2 * half + j) * H + u * L) * R;
+            int64_t k = 0;
+            for (; k + 8 <= R; k += 8) transpose8x8(src + k, R, o + k * W + j * L, W);
+            for (; k < R; ++k)
+              for (int64_t l = 0; l < L; ++l) o[k * W + j * L + l] = src[l * R + k];
+          }
+          continue;
+        }
+      }
+#endif
       for (int j = 0; j < 2; ++j)
         for (int64_t l = 0; l < L; ++l) {
           const int64_t unit = u * L + l;
@@ -158,27 +194,6 @@ Tensor pack_wf(const Tensor& w_hh, int64_t H, int64_t L) {
   return out;
 }
 
-#if LSTMKIT_HAVE_AVX2
-// 8 x 8 float block: d[j * ldd + i] = s[i * lds + j]
-inline void transpose8x8(const float* s, int64_t lds, float* d, int64_t ldd) {
-  __m256 a[8], t[8], u[8];
-  for (int k = 0; k < 8; ++k) a[k] = _mm256_loadu_ps(s + k * lds);
-  for (int k = 0; k < 4; ++k) {
-    t[2 * k] = _mm256_unpacklo_ps(a[2 * k], a[2 * k + 1]);
-    t[2 * k + 1] = _mm256_unpackhi_ps(a[2 * k], a[2 * k + 1]);
-  }
-  for (int k = 0; k < 2; ++k) {
-    u[4 * k] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], 0x44);
-    u[4 * k + 1] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], 0xEE);
-    u[4 * k + 2] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0x44);
-    u[4 * k + 3] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0xEE);
-  }
-  for (int k = 0; k < 4; ++k) {
-    _mm256_storeu_ps(d + k * ldd, _mm256_permute2f128_ps(u[k], u[k + 4], 0x20));
-    _mm256_storeu_ps(d + (k + 4) * ldd, _mm256_permute2f128_ps(u[k], u[k + 4], 0x31));
-  }
-}
-#endif
 
 // d (cols, rows) = s (rows, cols)^T, leading dimensions lds / ldd: 8 x 8 register blocks for
 // float, both cores over blocks of 64 destination rows. (ATen's transposing copy is one thread;
