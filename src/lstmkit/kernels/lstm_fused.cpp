@@ -149,6 +149,24 @@ inline void transpose8x8(const float* s, int64_t lds, float* d, int64_t ldd) {
 }
 #endif
 
+// d (cols, rows) = s (rows, cols)^T with leading dimensions lds / ldd, one thread: 8 x 8 register
+// blocks for float, scalar edges (and double).
+template <typename T>
+void transpose_block(const T* s, int64_t rows, int64_t cols, int64_t lds, T* d, int64_t ldd) {
+  for (int64_t c0 = 0; c0 < cols; c0 += 8) {
+    const int64_t nc = std::min<int64_t>(8, cols - c0);
+    int64_t r = 0;
+#if LSTMKIT_HAVE_AVX2
+    if constexpr (std::is_same_v<T, float>) {
+      if (nc == 8)
+        for (; r + 8 <= rows; r += 8) transpose8x8(s + r * lds + c0, lds, d + c0 * ldd + r, ldd);
+    }
+#endif
+    for (; r < rows; ++r)
+      for (int64_t c = 0; c < nc; ++c) d[(c0 + c) * ldd + r] = s[r * lds + c0 + c];
+  }
+}
+
 // W_hh (4H, R) -> wf (NU, 2, R, 2L): wf[u][half][k][j*L + l] = W_hh[(2*half + j)*H + u*L + l][k], 0 for
 // units >= H
 template <typename T>
@@ -157,20 +175,10 @@ void pack_wf_loop(const T* w, int64_t H, int64_t R, int64_t L, T* out) {
   for (int64_t u = 0; u < NU; ++u)
     for (int half = 0; half < 2; ++half) {
       T* o = out + (u * 2 + half) * R * W;  // R x 2L, small: stays in L1 while its 2L rows scatter in
-#if LSTMKIT_HAVE_AVX2
-      if constexpr (std::is_same_v<T, float>) {
-        if (L == 8 && (u + 1) * L <= H) {  // 8 units x 8 k at a time: register transposes
-          for (int j = 0; j < 2; ++j) {
-            const T* src = w + ((2 * half + j) * H + u * L) * R;
-            int64_t k = 0;
-            for (; k + 8 <= R; k += 8) transpose8x8(src + k, R, o + k * W + j * L, W);
-            for (; k < R; ++k)
-              for (int64_t l = 0; l < L; ++l) o[k * W + j * L + l] = src[l * R + k];
-          }
-          continue;
-        }
+      if ((u + 1) * L <= H) {  // a whole unit block: (L units, R) of each gate transposed into place
+        for (int j = 0; j < 2; ++j) transpose_block(w + ((2 * half + j) * H + u * L) * R, L, R, R, o + j * L, W);
+        continue;
       }
-#endif
       for (int j = 0; j < 2; ++j)
         for (int64_t l = 0; l < L; ++l) {
           const int64_t unit = u * L + l;
@@ -194,25 +202,13 @@ Tensor pack_wf(const Tensor& w_hh, int64_t H, int64_t L) {
   return out;
 }
 
-
-// d (cols, rows) = s (rows, cols)^T, leading dimensions lds / ldd: 8 x 8 register blocks for
-// float, both cores over blocks of 64 destination rows. (ATen's transposing copy is one thread;
-// for the weight-gradient split at train-small it took ~10 % of a backward's fixed cost.)
+// transpose_block on both cores, over blocks of 64 destination rows (ATen's transposing copy is
+// one thread; for the weight-gradient split at train-small it took ~10 % of a backward's fixed cost)
 template <typename T>
 void transpose_into(const T* s, int64_t rows, int64_t cols, int64_t lds, T* d, int64_t ldd) {
   at::parallel_for(0, (cols + 63) / 64, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t c0 = b0 * 64; c0 < std::min(cols, b1 * 64); c0 += 8) {
-      const int64_t nc = std::min<int64_t>(8, cols - c0);
-      int64_t r = 0;
-#if LSTMKIT_HAVE_AVX2
-      if constexpr (std::is_same_v<T, float>) {
-        if (nc == 8)
-          for (; r + 8 <= rows; r += 8) transpose8x8(s + r * lds + c0, lds, d + c0 * ldd + r, ldd);
-      }
-#endif
-      for (; r < rows; ++r)
-        for (int64_t c = 0; c < nc; ++c) d[(c0 + c) * ldd + r] = s[r * lds + c0 + c];
-    }
+    const int64_t c0 = b0 * 64, c1 = std::min(cols, b1 * 64);
+    transpose_block(s + c0, rows, c1 - c0, lds, d + c0 * ldd, ldd);
   });
 }
 
@@ -224,18 +220,10 @@ void pack_panels_loop(const T* b, int64_t K, int64_t N, int64_t sk, int64_t sn, 
   for (int64_t q = 0; q < NP; ++q) {
     T* o = out + q * K * W;
     const int64_t n0 = q * W, nn = std::min<int64_t>(W, N - n0);
-#if LSTMKIT_HAVE_AVX2
-    if constexpr (std::is_same_v<T, float>) {
-      if (sk == 1 && nn == W && W % 8 == 0) {  // a transposed contiguous matrix: 8 x 8 register transposes
-        int64_t k = 0;
-        for (; k + 8 <= K; k += 8)
-          for (int64_t c = 0; c < W; c += 8) transpose8x8(b + (n0 + c) * sn + k, sn, o + k * W + c, W);
-        for (; k < K; ++k)
-          for (int64_t c = 0; c < W; ++c) o[k * W + c] = b[(n0 + c) * sn + k];
-        continue;
-      }
+    if (sk == 1 && nn == W) {  // a transposed contiguous matrix: its W rows transposed into the panel
+      transpose_block(b + n0 * sn, W, K, sn, o, W);
+      continue;
     }
-#endif
     if (sn == 1) {  // rows contiguous: copy 2L at a time
       for (int64_t k = 0; k < K; ++k) {
         const T* s = b + k * sk + n0;
@@ -871,7 +859,6 @@ struct FusedLayerFn : public torch::autograd::Function<FusedLayerFn> {
                             opt(saved[7]), opt(saved[8]), ctx->saved_data["coupled"].toBool(), saved[9],
                             saved[10], saved[11], opt(saved[12]), opt(saved[13]), opt(saved[14]), opt(grads[0]),
                             opt(grads[1]), opt(grads[2]), ln, ln_saved, need, ctx->saved_data["nt"].toInt());
-    const Tensor none;
     variable_list out(kDiffSlots + 7);  // one per forward argument, undefined where no gradient
     const int from_res[9] = {0, 1, 2, 3, 4, 5, 5, 6, 7};  // slot -> fused_backward's result
     for (int k = 0; k < 9; ++k)
