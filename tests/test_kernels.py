@@ -439,22 +439,62 @@ def test_autograd_node_edges(
     case = make_case(T=5, B=3, I=4, H=9, **cfg)
     if not cfg.get("bias", True):
         case["b_hh"] = make_case(T=5, B=3, I=4, H=9, seed=1)["b_hh"]  # b_hh only
+    got = grads_of(case, loss_of, grad_of, subset, case["x"].dtype, fused=True)
+    want = grads_of(case, loss_of, grad_of, subset, torch.float64, fused=False)
+    assert_close(list(got), list(want), [f"d{k}" for k in grad_of], rtol=1e-5)
 
-    def run(dtype: torch.dtype, fused: bool) -> tuple[torch.Tensor, ...]:
-        kin = {k: (v.to(dtype) if isinstance(v, torch.Tensor) and k != "lengths" else v) for k, v in case.items()}
-        for k in DIFF:
-            if isinstance(kin[k], torch.Tensor) and (subset or k in grad_of):
-                kin[k] = kin[k].clone().requires_grad_(True)
-        args = [kin[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")]
-        kw = dict(w_hr=kin["w_hr"], peephole=kin["peephole"], zoneout_c=kin["zoneout_c"],
-                  zoneout_h=kin["zoneout_h"], lengths=kin["lengths"], ln=ln_of(kin))  # fmt: skip
-        y, hT, cT = (K.fused_layer(*args, **kw) if fused else oracle(*args, **kw))[:3]  # type: ignore[arg-type]
-        parts = {"y": y, "hT": hT, "cT": cT}
-        loss = sum((parts[name].double() * (n + 1)).sum() for n, name in enumerate(loss_of.split("+")))
-        return torch.autograd.grad(loss, [kin[k] for k in grad_of])  # type: ignore[arg-type]
 
-    got = run(case["x"].dtype, True)
-    want = run(torch.float64, False)
+def grads_of(
+    case: dict[str, Any], loss_of: str, grad_of: tuple[str, ...], subset: bool, dtype: torch.dtype, *,
+    fused: bool, num_threads: int | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """The gradients of grad_of's inputs of a loss over some outputs ("y+cT": y + 2 c_T, summed), by
+    the fused layer or the oracle. Only grad_of's inputs require grad, or with subset all do."""
+    kin = {k: (v.to(dtype) if isinstance(v, torch.Tensor) and k != "lengths" else v) for k, v in case.items()}
+    for k in DIFF:
+        if isinstance(kin[k], torch.Tensor) and (subset or k in grad_of):
+            kin[k] = kin[k].clone().requires_grad_(True)
+    args = [kin[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")]
+    kw = dict(w_hr=kin["w_hr"], peephole=kin["peephole"], zoneout_c=kin["zoneout_c"],
+              zoneout_h=kin["zoneout_h"], lengths=kin["lengths"], ln=ln_of(kin))  # fmt: skip
+    if fused:
+        y, hT, cT = K.fused_layer(*args, **kw, num_threads=num_threads)[:3]  # type: ignore[arg-type]
+    else:
+        y, hT, cT = oracle(*args, **kw)[:3]  # type: ignore[arg-type]
+    parts = {"y": y, "hT": hT, "cT": cT}
+    loss = sum((parts[name].double() * (n + 1)).sum() for n, name in enumerate(loss_of.split("+")))
+    return torch.autograd.grad(loss, [kin[k] for k in grad_of])  # type: ignore[arg-type]
+
+
+@needs_kernels
+@pytest.mark.parametrize("split", [1, 2], ids=["units", "rows"])
+@pytest.mark.parametrize(
+    "grad_of", [("w_ih", "w_hh", "x"), ("w_hh",), ("w_ih",)], ids=["both", "w_hh-only", "w_ih-only"]
+)
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(T=40, B=8, I=5, H=16),  # T*B = 320: three blocks of rows (128, 128, 64); a 5-column block
+        dict(T=33, B=6, I=7, H=24, init_state=True),  # h0 / y meet at row 6; a row block ends mid-step
+        dict(T=30, B=8, I=4, H=13, lengths=True),  # 4H = 52: a panel of 4 columns; h from h_all
+        dict(T=30, B=8, I=4, H=16, lengths=True),  # rows past their sequence's end: da = 0 in the panels
+        dict(T=20, B=8, I=6, H=16, layer_norm=True),  # different left factors for dW_ih and dW_hh
+        dict(T=3, B=8, I=128, H=256),  # tiles over 256 KB per thread: MKL computes the weight gradients
+    ],
+    ids=["blocks", "segments", "tail-panel", "lengths", "layer-norm", "mkl"],
+)
+def test_weight_gradients_match_oracle(kern: None, cfg: dict[str, Any], grad_of: tuple[str, ...], split: int) -> None:
+    """The weight gradients dW_ih = da^T x, dW_hh = da^T h_{t-1} (lstm_fused.cpp, weight_grad_gemm: from
+    the time loop's panel copy of da with the row split, packed from da's rows otherwise), against the
+    oracle, for both thread splits, both or one of the weights."""
+    case = make_case(**cfg)
+    m = K._mod()
+    m.set_thread_split(split)
+    try:
+        got = grads_of(case, "y+cT", grad_of, False, torch.float32, fused=True, num_threads=-2)
+    finally:
+        m.set_thread_split(0)
+    want = grads_of(case, "y+cT", grad_of, False, torch.float64, fused=False)
     assert_close(list(got), list(want), [f"d{k}" for k in grad_of], rtol=1e-5)
 
 

@@ -367,6 +367,162 @@ int gemm_threads(int64_t requested, int64_t macs) {
   return macs < (1 << 20) ? 1 : std::max(1, nt);
 }
 
+// ------------------------------------------------------------------------------------------------
+// The weight gradients W_g (N, M_g) = D^T A_g for one or more column groups A_g (K, M_g) of the
+// left factors (x_t and h_{t-1}), D (K, N) = the gradient of the gate pre-activations; all row-major
+// with K = T * B rows, nothing transposed or concatenated first. float32.
+// The threads split D's columns in panels of 2L. Per block of kKc rows, each thread copies its
+// panels into a contiguous kKc x 2L layout (D's rows are 2 KB apart at H = 128, so read in place a
+// panel's rows would fall into two L1 sets) and multiplies every block of <= 6 columns of A,
+// broadcast from A's rows (in L2), into 6 x 2L tiles accumulated in a per-thread buffer; the tiles
+// are written out transposed at the end. At train-small's shapes (K 1600, M 192, N 512) it ran at
+// ~75 multiply-adds/ns on two cores, where MKL's A^T @ D reached ~60.
+struct ASeg {
+  const float* a = nullptr;  // row k0 of A's column group
+  int64_t lda = 0, k0 = 0, k1 = 0;
+};
+struct AGroup {
+  ASeg seg[2];  // rows [seg.k0, seg.k1) of A, together covering [0, K): h_{t-1} is h0, then y
+  int nseg = 1;
+  int64_t M = 0;
+  float* out = nullptr;  // (N, M) row-major
+};
+
+template <int MR>
+inline void tn_tile(const float* __restrict a, int64_t lda, const float* __restrict d, int64_t kn,
+                    float* __restrict tile, bool first) {
+  using V = Vec<float>;
+  constexpr int L = V::L;
+  V c0[MR], c1[MR];
+#pragma GCC unroll 6
+  for (int m = 0; m < MR; ++m) c0[m] = c1[m] = V::zero();
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kn; ++k) {
+    const V d0 = V::load(d + k * 2 * L), d1 = V::load(d + k * 2 * L + L);
+    const float* ak = a + k * lda;
+#pragma GCC unroll 6
+    for (int m = 0; m < MR; ++m) {
+      const V am = V::set1(ak[m]);
+      c0[m] = fmadd(am, d0, c0[m]);
+      c1[m] = fmadd(am, d1, c1[m]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int m = 0; m < MR; ++m) {
+    float* o = tile + m * 2 * L;
+    if (!first) {
+      c0[m] = c0[m] + V::load(o);
+      c1[m] = c1[m] + V::load(o + L);
+    }
+    c0[m].store(o);
+    c1[m].store(o + L);
+  }
+}
+
+// Bytes of weight_grad_gemm's tiles per thread. The kernel is used while they fit in a core's L2 with
+// room to spare (train-small: 200 KB); larger layers go to MKL (at train-large, 3 MB of tiles per thread
+// made the whole forward+backward ~5 % slower than MKL; train-mid, 0.8 MB, was even).
+constexpr int64_t kOwnDwTileBytes = 256 * 1024;
+int64_t weight_grad_tile_bytes(int64_t N, std::initializer_list<int64_t> Ms, int nt) {
+  constexpr int64_t W = 2 * Vec<float>::L;
+  const int64_t NP = (N + W - 1) / W, ntt = std::max<int64_t>(1, std::min<int64_t>(nt, NP));
+  int64_t NB = 0;
+  for (int64_t M : Ms) NB += (M + 5) / 6;
+  return (NP + ntt - 1) / ntt * NB * 6 * W * (int64_t)sizeof(float);
+}
+
+// d_ks > 0: D is given in panel layout, blocks of (K, 2L) d_ks apart (as the row-split backward loop
+// writes it): no packing.
+void weight_grad_gemm(const float* D, int64_t K, int64_t N, const std::vector<AGroup>& groups, int nt,
+                      int64_t d_ks = 0) {
+  const bool d_pan = d_ks > 0;
+  using V = Vec<float>;
+  constexpr int L = V::L, W = 2 * L, kMR = 6;
+  constexpr int64_t kKc = 128;
+  struct Blk {
+    int g, mr;
+    int64_t m0;
+  };
+  std::vector<Blk> blks;  // column blocks of <= 6, evenly sized per group (a block of 1-2 columns is slow)
+  for (int g = 0; g < (int)groups.size(); ++g) {
+    const int64_t M = groups[g].M;
+    if (M <= 0) continue;
+    const int64_t nb = (M + kMR - 1) / kMR, base = M / nb, extra = M % nb;
+    int64_t m0 = 0;
+    for (int64_t b = 0; b < nb; ++b) {
+      const int mr = (int)(base + (b < extra ? 1 : 0));
+      blks.push_back({g, mr, m0});
+      m0 += mr;
+    }
+  }
+  const int64_t NP = (N + W - 1) / W, NB = (int64_t)blks.size();
+  if (NB == 0 || N == 0) return;
+  if (K == 0) {
+    for (const auto& g : groups) std::fill_n(g.out, N * g.M, 0.0f);
+    return;
+  }
+  nt = (int)std::max<int64_t>(1, std::min<int64_t>(nt, NP));
+  const int64_t npt = (NP + nt - 1) / nt;  // panels per thread, at most
+  Tensor tiles = pooled({nt, npt * NB * kMR * W}, at::TensorOptions().dtype(at::kFloat));
+  // (panel blocks kKc + 1 rows apart: a multiple of 4 KB would put every panel's row k in one L1 set)
+  Tensor dbuf = d_pan ? Tensor() : pooled({nt, npt * (kKc + 1) * W}, at::TensorOptions().dtype(at::kFloat));
+  parallel_region(nt, [&](Team& team, int p) {
+    int64_t q0, q1;
+    split_range(NP, p, team.active(), q0, q1);
+    if (q0 >= q1) return;
+    float* tb = tiles.data_ptr<float>() + p * npt * NB * kMR * W;
+    float* db = d_pan ? nullptr : dbuf.data_ptr<float>() + p * npt * (kKc + 1) * W;
+    for (int64_t kb = 0; kb < K; kb += kKc) {
+      const int64_t kn = std::min<int64_t>(kKc, K - kb);
+      for (int64_t k = 0; !d_pan && k < kn; ++k) {  // pack my panels of rows [kb, kb + kn), zero past N
+        const float* s = D + (kb + k) * N;
+        for (int64_t q = q0; q < q1; ++q) {
+          const int64_t c = q * W;
+          float* o = db + (q - q0) * (kKc + 1) * W + k * W;
+          const int n0 = (int)std::min<int64_t>(L, N - c), n1 = (int)std::max<int64_t>(0, std::min<int64_t>(L, N - c - L));
+          ld(s + c, n0).store(o);
+          (n1 > 0 ? ld(s + c + L, n1) : V::zero()).store(o + L);
+        }
+      }
+      for (int64_t q = q0; q < q1; ++q) {
+        const float* dp = d_pan ? D + q * d_ks + kb * W : db + (q - q0) * (kKc + 1) * W;
+        for (int64_t bi = 0; bi < NB; ++bi) {
+          const Blk& b = blks[bi];
+          const AGroup& g = groups[b.g];
+          float* tile = tb + ((q - q0) * NB + bi) * kMR * W;
+          for (int s = 0; s < g.nseg; ++s) {
+            const ASeg& sg = g.seg[s];
+            const int64_t k0 = std::max(kb, sg.k0), k1 = std::min(kb + kn, sg.k1);
+            if (k0 >= k1) continue;
+            const float* a = sg.a + (k0 - sg.k0) * sg.lda + b.m0;
+            const float* d = dp + (k0 - kb) * W;
+            const bool first = k0 == 0;
+            switch (b.mr) {
+              case 1: tn_tile<1>(a, sg.lda, d, k1 - k0, tile, first); break;
+              case 2: tn_tile<2>(a, sg.lda, d, k1 - k0, tile, first); break;
+              case 3: tn_tile<3>(a, sg.lda, d, k1 - k0, tile, first); break;
+              case 4: tn_tile<4>(a, sg.lda, d, k1 - k0, tile, first); break;
+              case 5: tn_tile<5>(a, sg.lda, d, k1 - k0, tile, first); break;
+              default: tn_tile<6>(a, sg.lda, d, k1 - k0, tile, first); break;
+            }
+          }
+        }
+      }
+    }
+    for (int64_t q = q0; q < q1; ++q)  // tiles (mr x 2L) -> out rows q*2L + j, columns m0 .. m0 + mr
+      for (int64_t bi = 0; bi < NB; ++bi) {
+        const Blk& b = blks[bi];
+        const AGroup& g = groups[b.g];
+        const float* tile = tb + ((q - q0) * NB + bi) * kMR * W;
+        const int64_t nj = std::min<int64_t>(W, N - q * W);
+        for (int64_t j = 0; j < nj; ++j) {
+          float* o = g.out + (q * W + j) * g.M + b.m0;
+          for (int m = 0; m < b.mr; ++m) o[m] = tile[m * W + j];
+        }
+      }
+  });
+}
+
 void check_tensor(const Tensor& t, const char* name, at::ScalarType st, int64_t dim) {
   TORCH_CHECK(t.defined(), "lstmkit fused kernel: ", name, " is undefined");
   TORCH_CHECK(t.device().is_cpu(), "lstmkit fused kernel: ", name, " must be on the CPU");
@@ -603,7 +759,6 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
   }
   Tensor dH = has(dhT_) ? dhT_->clone().contiguous() : at::zeros({B, R}, opts);
   Tensor dC = has(dcT_) ? dcT_->clone().contiguous() : at::zeros({B, H}, opts);
-  Tensor da = pooled({T, B, 4 * H}, opts);
   Tensor lenc = with_len ? lengths->contiguous() : Tensor();
   const int64_t* len = with_len ? lenc.data_ptr<int64_t>() : nullptr;
   Tensor zhc = has(zh) ? zh->contiguous() : Tensor();
@@ -623,6 +778,19 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
   // the bias gradient (sum of da) is accumulated by the time loop, per thread (not with layer norm)
   // (two rows per thread: a running sum and the last <= 64 steps' sum, folded in every 64 steps)
   Tensor db_thr = need[5] && !with_ln && T > 0 ? at::zeros({nt, 2, 4 * H}, opts) : Tensor();
+  const bool by_rows = choose_rows(nt, B, P == 0 && !with_ln && !peepc.defined());
+  Tensor da = pooled({T, B, 4 * H}, opts);
+  // float32 row split with both weight gradients: the loop also streams da into panel layout, blocks
+  // (T * B, 2L) da_ks apart, for weight_grad_gemm (packing it there afterwards cost ~0.3 ms at
+  // train-small; the blocks are one row longer than T * B: 4 KB-multiple strides would put a row's
+  // 4H / 2L pieces in one L1 set)
+  const int64_t K = T * B;
+  const int dw_nt = gemm_threads(num_threads, K * 4 * H * (I + R));
+  const bool own_dw = st == at::kFloat && K > 0 && (need[3] || need[4]) &&
+                      weight_grad_tile_bytes(4 * H, {need[3] ? I : 0, need[4] ? R : 0}, dw_nt) <= kOwnDwTileBytes;
+  const bool da_pan = own_dw && by_rows && H % L == 0;
+  const int64_t da_ks = da_pan ? (T * B + 1) * 2 * L : 0;
+  Tensor dpan = da_pan ? pooled({4 * H / (2 * L), T * B + 1, 2 * L}, opts) : Tensor();
   Tensor dzh, acc_thr, rowbuf, lnc[6];
   if (with_ln) {
     dzh = pooled({T, B, 4 * H}, opts);
@@ -664,7 +832,9 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
       k.dht = P > 0 ? dht.data_ptr<T_>() : nullptr;
       k.dhc = P > 0 ? dhc.data_ptr<T_>() : nullptr;
       k.dpeep = dpeep.defined() ? dpeep.data_ptr<T_>() : nullptr;
-      k.by_rows = choose_rows(nt, B, P == 0 && !with_ln && !peepc.defined());
+      k.by_rows = by_rows;
+      k.dpan = da_pan ? dpan.data_ptr<T_>() : nullptr;
+      k.dpan_ks = da_ks;
       k.db_thr = db_thr.defined() ? db_thr.data_ptr<T_>() : nullptr;
       if (with_ln) {
         k.ln_ghh = lnc[2].data_ptr<T_>();
@@ -712,7 +882,38 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
     }
     dx = dx.view({T, B, I});
   }
-  const bool joint = need[3] && need[4] && !with_ln && T > 0;
+  // small float32 layers: dW_ih = dzx^T x and dW_hh = dzh^T h_{t-1} by weight_grad_gemm, from the rows
+  if (own_dw) {
+    const Tensor xc = x.contiguous(), h0c = h0.contiguous();
+    const Tensor hsrc = with_len ? hall->contiguous() : y.contiguous();
+    // (with layer norm dzx is undefined unless x's or W_ih's gradient is asked for)
+    const Tensor dzxc = da_pan ? dpan : need[3] ? dzx.reshape({K, 4 * H}).contiguous() : Tensor();
+    const Tensor dzhc = da_pan ? dpan : need[4] ? dzh_.reshape({K, 4 * H}).contiguous() : Tensor();
+    AGroup gx, gh;
+    if (need[3]) {
+      dwih = at::empty({4 * H, I}, opts);
+      gx.M = I, gx.out = dwih.data_ptr<float>();
+      gx.seg[0] = {xc.data_ptr<float>(), I, 0, K};
+    }
+    if (need[4]) {
+      dwhh = at::empty({4 * H, R}, opts);
+      gh.M = R, gh.out = dwhh.data_ptr<float>();
+      if (with_len) {
+        gh.seg[0] = {hsrc.data_ptr<float>(), R, 0, K};  // h_all rows 0 .. T-1
+      } else {
+        gh.seg[0] = {h0c.data_ptr<float>(), R, 0, B};  // h_{-1} = h0, then h_{t-1} = y[t-1]
+        gh.seg[1] = {hsrc.data_ptr<float>(), R, B, K};
+        gh.nseg = 2;
+      }
+    }
+    if (need[3] && need[4] && dzxc.data_ptr() == dzhc.data_ptr()) {  // one pass over da
+      weight_grad_gemm(dzxc.data_ptr<float>(), K, 4 * H, {gx, gh}, dw_nt, da_ks);
+    } else {
+      if (need[3]) weight_grad_gemm(dzxc.data_ptr<float>(), K, 4 * H, {gx}, dw_nt, da_ks);
+      if (need[4]) weight_grad_gemm(dzhc.data_ptr<float>(), K, 4 * H, {gh}, dw_nt, da_ks);
+    }
+  }
+  const bool joint = !own_dw && need[3] && need[4] && !with_ln && T > 0;
   if (joint) {
     // dW_ih and dW_hh as ONE GEMM, [x_t | h_{t-1}]^T @ da -> (I + R, 4H): da is packed once instead of
     // twice. This orientation with N = I + R (db comes from the time loop instead of a column of
@@ -747,8 +948,8 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
       transpose_into<T_>(w + I * 4 * H, R, 4 * H, 4 * H, dwhh.data_ptr<T_>(), R);
     });
   }
-  if (need[3] && !joint) dwih = at::mm(dzx.t(), x.contiguous().reshape({T * B, I}));
-  if (need[4] && !joint) {
+  if (need[3] && !joint && !own_dw) dwih = at::mm(dzx.t(), x.contiguous().reshape({T * B, I}));
+  if (need[4] && !joint && !own_dw) {
     if (with_len) {
       dwhh = at::mm(dzh_.reshape({T * B, 4 * H}).t(), hall->narrow(0, 0, T).reshape({T * B, R}));
     } else {

@@ -670,6 +670,8 @@ struct BwdLoop {
   int64_t dy_rs = 0;         // row stride of dy: R, or 0 when broadcast
   // outputs / working buffers
   T* da = nullptr;     // (T, B, 4H) gradient of the gate pre-activations (torch's gate order)
+  T* dpan = nullptr;   // row split only, or null: da again, streamed into panel layout for the weight-
+  int64_t dpan_ks = 0; // gradient GEMM: element (tb, c) at dpan[(c / 2L) * dpan_ks + tb * 2L + c % 2L]
   T* dH = nullptr;     // (B, R): on entry grad of h_T + dy[T-1]; updated in place to grad of h_{t-1}
   T* dC = nullptr;     // (B, H): on entry grad of c_T; updated in place to grad of c_{t-1}
   T* dht = nullptr;    // (T, B, P) projection only: grad of the projected h~_t (before zoneout);
@@ -700,6 +702,7 @@ struct BwdLoop {
   }
 
   inline bool valid(int64_t t, int64_t b) const { return len == nullptr || t < len[b]; }
+  inline T* pan_at(int64_t tb, int64_t c) const { return dpan + (c / (2 * L)) * dpan_ks + tb * 2 * L + c % (2 * L); }
 
   // layer_norm: the pointwise backward of row b at step t (row-wise: LN needs whole rows).
   void ln_cell(int64_t t, int64_t b, int p) const {
@@ -870,6 +873,12 @@ struct BwdLoop {
       st(daf, dap + H, n[c]);
       st(dag, dap + 2 * H, n[c]);
       st(dao[c], dap + 3 * H, n[c]);
+      if (dpan) {  // n[c] == L (H % L == 0); nothing reads these in the loop: no cache line fetched
+        dai.stream(pan_at(tb, hu[c]));
+        daf.stream(pan_at(tb, H + hu[c]));
+        dag.stream(pan_at(tb, 2 * H + hu[c]));
+        dao[c].stream(pan_at(tb, 3 * H + hu[c]));
+      }
       st(dcp, dC + b * H + hu[c], n[c]);
       if (dbp) {  // the bias gradient: sum of da over steps and rows (0 in the tail lanes)
         T* d = dbp + hu[c];
@@ -887,6 +896,9 @@ struct BwdLoop {
       T* dap = da + (t * B + b) * 4 * H;
       if (h1_ > h0_)
         for (int q = 0; q < 4; ++q) fill_n(dap + q * H + h0_, h1_ - h0_, T(0));
+      if (dpan)
+        for (int q = 0; q < 4; ++q)
+          for (int64_t hu = h0_; hu < h1_; hu += L) V::zero().stream(pan_at(t * B + b, q * H + hu));
       return;
     }
     int64_t u = u0;
@@ -998,6 +1010,7 @@ struct BwdLoop {
     }
     if (by_rows) {
       run_rows(team, p);
+      if (dpan) stream_fence();  // this thread's streamed da visible before the region ends
       return;
     }
     T* dbp = db_inner(p);
