@@ -478,10 +478,13 @@ def grads_of(
         dict(T=33, B=6, I=7, H=24, init_state=True),  # h0 / y meet at row 6; a row block ends mid-step
         dict(T=30, B=8, I=4, H=13, lengths=True),  # 4H = 52: a panel of 4 columns; h from h_all
         dict(T=30, B=8, I=4, H=16, lengths=True),  # rows past their sequence's end: da = 0 in the panels
+        dict(T=140, B=8, I=3, H=16, lengths=True),  # the same with the copy from the buffer pool (> 256 KB)
+        dict(T=2, B=136, I=3, H=8),  # h0's rows span two row blocks
+        dict(T=1, B=8, I=3, H=8),  # one step: h_{t-1} is h0 only
         dict(T=20, B=8, I=6, H=16, layer_norm=True),  # different left factors for dW_ih and dW_hh
         dict(T=3, B=8, I=128, H=256),  # tiles over 256 KB per thread: MKL computes the weight gradients
     ],
-    ids=["blocks", "segments", "tail-panel", "lengths", "layer-norm", "mkl"],
+    ids=["blocks", "segments", "tail-panel", "lengths", "lengths-pooled", "B136", "T1", "layer-norm", "mkl"],
 )
 def test_weight_gradients_match_oracle(kern: None, cfg: dict[str, Any], grad_of: tuple[str, ...], split: int) -> None:
     """The weight gradients dW_ih = da^T x, dW_hh = da^T h_{t-1} (lstm_fused.cpp, weight_grad_gemm: from

@@ -18,9 +18,12 @@ either the batch rows (plain cell without projection or layer norm, from 4 rows 
 barrier at all, and when [W_ih | W_hh] fits in a core's L2 the input projection moves into the
 loop, step by step) or the hidden units (one barrier per step). The backward pass runs the
 pointwise backward and the recurrent product per step the same way, then dx (the own GEMM again)
-and the weight gradients of all steps (ATen): dW_ih and dW_hh together as one GEMM,
-[x | h]^T @ da, db summed by the time loop. The layer is a C++ autograd node (no Python runs in
-its backward).
+and the weight gradients of all steps, db summed by the time loop. For small float32 layers
+(train-small) dW_ih = da^T x and dW_hh = da^T h_{t-1} are the kernels' own GEMM, reading x and h
+in place and da from a panel-layout copy that the row-split time loop streams out as it goes (with
+the unit split or layer norm the GEMM packs da's rows itself); larger layers and float64 use ATen
+(MKL): [x | h]^T @ da as one GEMM (two with layer norm). The layer is a C++ autograd node (no
+Python runs in its backward).
 In float32 the plain time loops use a rational sigmoid/tanh (max abs error 4.4e-7, about half the
 work of the exp-based ones, which layer norm keeps). See lstm_fused.h for the buffer layouts.
 When other processes keep the cores busy, multi-threaded calls fall back to one thread

@@ -780,10 +780,10 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
   Tensor db_thr = need[5] && !with_ln && T > 0 ? at::zeros({nt, 2, 4 * H}, opts) : Tensor();
   const bool by_rows = choose_rows(nt, B, P == 0 && !with_ln && !peepc.defined());
   Tensor da = pooled({T, B, 4 * H}, opts);
-  // float32 row split with both weight gradients: the loop also streams da into panel layout, blocks
-  // (T * B, 2L) da_ks apart, for weight_grad_gemm (packing it there afterwards cost ~0.3 ms at
-  // train-small; the blocks are one row longer than T * B: 4 KB-multiple strides would put a row's
-  // 4H / 2L pieces in one L1 set)
+  // Small float32 layers get their weight gradients from weight_grad_gemm. With the row split the
+  // loop also streams da into panel layout for it, blocks (T * B, 2L) da_ks apart (packing da there
+  // afterwards cost 0.3-0.6 ms at train-small; the blocks are one row longer than T * B: 4 KB-multiple
+  // strides would put a row's 4H / 2L pieces in one L1 set); otherwise the GEMM packs da's rows.
   const int64_t K = T * B;
   const int dw_nt = gemm_threads(num_threads, K * 4 * H * (I + R));
   const bool own_dw = st == at::kFloat && K > 0 && (need[3] || need[4]) &&

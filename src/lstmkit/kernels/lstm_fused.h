@@ -13,6 +13,11 @@
 //   wb   (NPR, 4H, 2L)    backward recurrent panels, NPR = ceil(R / 2L): wb[p][k][c] = W_hh[k][p*2L + c]
 //   wrb  (NPH, P, 2L)     backward projection panels, NPH = ceil(H / 2L): wrb[p][k][c] = W_hr[k][p*2L + c]
 //
+// Written by the backward for the weight-gradient GEMM (row split, float32, small layers):
+//   dpan (4H / 2L, T*B + 1, 2L)   da in panel layout, dpan[p][tb][c] = da[tb][p*2L + c], streamed
+//                                  (non-temporal stores: nothing in the loop reads it); the extra
+//                                  row keeps the blocks' stride off a multiple of 4 KB
+//
 // Threads: the caller runs the loops inside one `omp parallel` region for the whole sequence.
 // Each thread owns a range of hidden units (and of projection columns, or of batch rows in the
 // row-wise layer-norm passes); ranges only change at a barrier (see Team), and every element is
