@@ -467,7 +467,7 @@ def grads_of(
 
 
 @needs_kernels
-@pytest.mark.parametrize("split", [1, 2], ids=["units", "rows"])
+@pytest.mark.parametrize("split", [1, 2, 0], ids=["units", "rows", "auto-threads"])
 @pytest.mark.parametrize(
     "grad_of", [("w_ih", "w_hh", "x"), ("w_hh",), ("w_ih",)], ids=["both", "w_hh-only", "w_ih-only"]
 )
@@ -481,20 +481,22 @@ def grads_of(
         dict(T=140, B=8, I=3, H=16, lengths=True),  # the same with the copy from the buffer pool (> 256 KB)
         dict(T=2, B=136, I=3, H=8),  # h0's rows span two row blocks
         dict(T=1, B=8, I=3, H=8),  # one step: h_{t-1} is h0 only
+        dict(T=20, B=8, I=5, H=64),  # 16 panels: two threads also when the thread count is not forced
         dict(T=20, B=8, I=6, H=16, layer_norm=True),  # different left factors for dW_ih and dW_hh
         dict(T=3, B=8, I=128, H=256),  # tiles over 256 KB per thread: MKL computes the weight gradients
     ],
-    ids=["blocks", "segments", "tail-panel", "lengths", "lengths-pooled", "B136", "T1", "layer-norm", "mkl"],
+    ids=["blocks", "segments", "tail-panel", "lengths", "lengths-pooled", "B136", "T1", "H64", "layer-norm", "mkl"],
 )
 def test_weight_gradients_match_oracle(kern: None, cfg: dict[str, Any], grad_of: tuple[str, ...], split: int) -> None:
     """The weight gradients dW_ih = da^T x, dW_hh = da^T h_{t-1} (lstm_fused.cpp, weight_grad_gemm: from
     the time loop's panel copy of da with the row split, packed from da's rows otherwise), against the
-    oracle, for both thread splits, both or one of the weights."""
+    oracle, for both thread splits (two threads forced) and the automatic choice (at most 2 threads),
+    both or one of the weights."""
     case = make_case(**cfg)
     m = K._mod()
     m.set_thread_split(split)
     try:
-        got = grads_of(case, "y+cT", grad_of, False, torch.float32, fused=True, num_threads=-2)
+        got = grads_of(case, "y+cT", grad_of, False, torch.float32, fused=True, num_threads=-2 if split else 2)
     finally:
         m.set_thread_split(0)
     want = grads_of(case, "y+cT", grad_of, False, torch.float64, fused=False)

@@ -785,7 +785,11 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
   // afterwards cost 0.3-0.6 ms at train-small; the blocks are one row longer than T * B: 4 KB-multiple
   // strides would put a row's 4H / 2L pieces in one L1 set); otherwise the GEMM packs da's rows.
   const int64_t K = T * B;
-  const int dw_nt = gemm_threads(num_threads, K * 4 * H * (I + R));
+  int dw_nt = gemm_threads(num_threads, K * 4 * H * (I + R));
+  // weight_grad_gemm: at least 8 panels (128 columns of da) per thread unless a thread count is forced
+  // (tests): every thread reads all of x and h, so with fewer columns each the GEMM would turn
+  // memory-bound on a many-core machine (train-small: 32 panels, 2 threads here, 4 at most)
+  if (num_threads >= 0) dw_nt = (int)std::max<int64_t>(1, std::min<int64_t>(dw_nt, (4 * H + 2 * L - 1) / (2 * L) / 8));
   const bool own_dw = st == at::kFloat && K > 0 && (need[3] || need[4]) &&
                       weight_grad_tile_bytes(4 * H, {need[3] ? I : 0, need[4] ? R : 0}, dw_nt) <= kOwnDwTileBytes;
   const bool da_pan = own_dw && by_rows && H % L == 0;
