@@ -679,8 +679,8 @@ std::vector<Tensor> fused_forward(const Tensor& x, const Tensor& h0, const Tenso
     k.call = call.data_ptr<T_>();
     k.ctil = ctil.defined() ? ctil.data_ptr<T_>() : nullptr;
     k.gates = gates.defined() ? gates.data_ptr<T_>() : nullptr;
-    k.stream_gates = gates.defined() && H % 8 == 0 &&
-                     reinterpret_cast<uintptr_t>(gates.data_ptr<T_>()) % 32 == 0;
+    k.stream_gates = gates.defined() && H % Vec<T_>::L == 0 &&
+                     reinterpret_cast<uintptr_t>(gates.data_ptr<T_>()) % (sizeof(T_) * Vec<T_>::L) == 0;
     k.hc = P > 0 ? hc.data_ptr<T_>() : nullptr;
     k.scratch = scratch.data_ptr<T_>();
     k.by_rows = by_rows;
@@ -1460,6 +1460,7 @@ class FusedStreamCpp {
 
 std::string build_info() {
   return std::string("avx2=") + (lstmkit::compiled_with_avx2() ? "1" : "0") +
+         " avx512=" + (lstmkit::compiled_with_avx512() ? "1" : "0") +
 #ifdef _OPENMP
          " openmp=1"
 #else

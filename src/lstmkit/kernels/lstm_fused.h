@@ -2,7 +2,7 @@
 //
 // Conventions (T steps, B batch, I input, H hidden, P projection, R = P if P > 0 else H; all
 // buffers row-major and contiguous; "(T, B, H)" means index (t * B + b) * H + j):
-//   L        lanes of Vec<T> (8 floats with AVX2, 4 doubles)
+//   L        lanes of Vec<T> (16 floats with AVX-512, 8 with AVX2, 4 doubles)
 //   Hp       H rounded up to a multiple of L;  NU = Hp / L "unit blocks" of L hidden units
 //   panel    K x 2L block of a right-hand matrix, k-major (see lstm_gemm.h); NV = 2 vectors wide
 //
@@ -298,7 +298,7 @@ struct FwdLoop {
   T* ctil = nullptr;  // (T, B, H) c before zoneout, only with zoneout_c (and saved for backward), else null
   T* gates = nullptr; // (T, B, 4H) activations i, f, g, o in torch's gate order, or null (inference)
   bool stream_gates = false;  // write gates with streaming stores (nobody reads them in this call;
-                              // needs 32-byte aligned rows: H % 8 == 0 and an aligned buffer)
+                              // needs vector-aligned rows: H % L == 0 and an aligned buffer)
   T* hc = nullptr;    // (T, B, H) o * tanh(c) before the projection, only with a projection
   T* scratch = nullptr;  // (nthreads, B, 4Hp) per-thread recurrent pre-activations, [u][gate][lane]
   bool by_rows = false;  // row split (P == 0, no layer norm): see the top of this file
@@ -394,7 +394,7 @@ struct FwdLoop {
       }
       if (gates) {
         T* gp = gates + tb * 4 * H + hu[c];
-        if (stream_gates) {  // n[c] == L here (H % 8 == 0)
+        if (stream_gates) {  // n[c] == L here (H % L == 0)
           i[c].stream(gp);
           f[c].stream(gp + H);
           g[c].stream(gp + 2 * H);

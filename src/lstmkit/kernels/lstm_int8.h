@@ -390,9 +390,16 @@ class Int8StreamCpp {
   // Pre-activations from the exact int32 products, then the gates, c and h of unit block u, row b.
   static void finish(const Int8Layer& l, const Rows& r, int64_t u, int64_t b, const int32_t ax[4][8],
                      const int32_t ah[4][8]) {
-    using V = Vec<float>;
+    using V = Vec8f;  // one unit block of 8 per vector
     constexpr int LN = V::L;
-    static_assert(LN == 8 || LN == 4 || LN == 1, "lanes");
+    static_assert(LN == 8, "lanes");
+    auto ld = [](const float* p, int n) { return n == LN ? V::load(p) : V::load_n(p, n); };
+    auto st = [](const V& v, float* p, int n) {
+      if (n == LN)
+        v.store(p);
+      else
+        v.store_n(p, n);
+    };
     const float s = r.sx[b];
     const float* si = l.psi + u * 32;
     const float* sh = l.psh + u * 32;

@@ -7,6 +7,7 @@
 //    holds the CPU's flags): 8 lanes in one __m256, exp/sigmoid/tanh by Cephes-style polynomials
 //    (relative error ~2e-7 on the whole range), and fast_sigmoid/fast_tanh by one rational function
 //    (max abs error 4.4e-7) for the plain time loops.
+//  * float with AVX-512 F + DQ: VecF16, the same functions on 16 lanes in one __m512.
 //  * everything else (double, or a CPU without AVX2): a plain array of lanes with scalar loops and
 //    std::exp / std::tanh. double exists so that torch.autograd.gradcheck can check the very same
 //    kernel code; it is not meant to be fast.
@@ -23,6 +24,13 @@
 #define LSTMKIT_HAVE_AVX2 1
 #else
 #define LSTMKIT_HAVE_AVX2 0
+#endif
+// AVX-512 (F and DQ) doubles the lanes; LSTMKIT_NO_AVX512 keeps the AVX2 code on such a CPU (a
+// build flag for measuring one against the other, see _build.py).
+#if LSTMKIT_HAVE_AVX2 && defined(__AVX512F__) && defined(__AVX512DQ__) && !defined(LSTMKIT_NO_AVX512)
+#define LSTMKIT_HAVE_AVX512 1
+#else
+#define LSTMKIT_HAVE_AVX512 0
 #endif
 
 namespace lstmkit {
@@ -223,15 +231,112 @@ struct VecF8 {
   __attribute__((always_inline)) friend inline VecF8 fast_tanh(VecF8 a) { return VecF8(tanh_fast_ps(a.v)); }
 };
 
+#if LSTMKIT_HAVE_AVX512
+// ---------------------------------------------------------------------------------------------
+// float x 16 with AVX-512: the same functions as VecF8, lane for lane the same arithmetic (the
+// polynomials and their constants are VecF8's; 2^n of exp comes from scalef, which is exact).
+struct VecF16 {
+  static constexpr int L = 16;
+  __m512 v;
+  VecF16() = default;
+  explicit VecF16(__m512 x) : v(x) {}
+  static inline VecF16 zero() { return VecF16(_mm512_setzero_ps()); }
+  static inline VecF16 set1(float a) { return VecF16(_mm512_set1_ps(a)); }
+  static inline VecF16 load(const float* p) { return VecF16(_mm512_loadu_ps(p)); }
+  static inline __mmask16 mask_n(int n) { return (__mmask16)((1u << n) - 1u); }
+  static inline VecF16 load_n(const float* p, int n) { return VecF16(_mm512_maskz_loadu_ps(mask_n(n), p)); }
+  inline void store(float* p) const { _mm512_storeu_ps(p, v); }
+  inline void stream(float* p) const { _mm512_stream_ps(p, v); }  // p 64-byte aligned
+  inline void store_n(float* p, int n) const { _mm512_mask_storeu_ps(p, mask_n(n), v); }
+  inline float hsum() const { return _mm512_reduce_add_ps(v); }
+  friend inline VecF16 operator+(VecF16 a, VecF16 b) { return VecF16(_mm512_add_ps(a.v, b.v)); }
+  friend inline VecF16 operator-(VecF16 a, VecF16 b) { return VecF16(_mm512_sub_ps(a.v, b.v)); }
+  friend inline VecF16 operator*(VecF16 a, VecF16 b) { return VecF16(_mm512_mul_ps(a.v, b.v)); }
+  friend inline VecF16 fmadd(VecF16 a, VecF16 b, VecF16 c) { return VecF16(_mm512_fmadd_ps(a.v, b.v, c.v)); }
+
+  __attribute__((always_inline)) static inline __m512 exp_ps(__m512 x) {
+    x = _mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f));
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.3365478515625f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500E-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+    __m512 r2 = _mm512_mul_ps(r, r);
+    p = _mm512_fmadd_ps(p, r2, r);
+    p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);  // p * 2^n, n in [-126, 128]
+  }
+  __attribute__((always_inline)) friend inline VecF16 sigmoid(VecF16 a) {
+    __m512 e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), a.v));
+    return VecF16(_mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
+  }
+  __attribute__((always_inline)) friend inline VecF16 tanh(VecF16 a) {
+    const __m512 sign_mask = _mm512_set1_ps(-0.0f);
+    __m512 ax = _mm512_andnot_ps(sign_mask, a.v);
+    __m512 x2 = _mm512_mul_ps(a.v, a.v);
+    __m512 p = _mm512_set1_ps(-5.70498872745E-3f);
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(2.06390887954E-2f));
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(-5.37397155531E-2f));
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(1.33314422036E-1f));
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(-3.33332819422E-1f));
+    __m512 small = _mm512_fmadd_ps(_mm512_mul_ps(p, x2), a.v, a.v);
+    __m512 e = exp_ps(_mm512_add_ps(ax, ax));
+    __m512 big = _mm512_sub_ps(_mm512_set1_ps(1.0f),
+                               _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(e, _mm512_set1_ps(1.0f))));
+    big = _mm512_or_ps(big, _mm512_and_ps(a.v, sign_mask));
+    __mmask16 is_small = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.625f), _CMP_LT_OQ);
+    return VecF16(_mm512_mask_blend_ps(is_small, big, small));
+  }
+  __attribute__((always_inline)) static inline __m512 tanh_fast_ps(__m512 a) {
+    const __m512 lim = _mm512_set1_ps(9.0f);
+    const __m512 x = _mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), lim), _mm512_min_ps(lim, a));
+    const __m512 z = _mm512_mul_ps(x, x);
+    __m512 p = _mm512_set1_ps(8.368814401e-14f);
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-1.487668589e-11f));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-5.858397855e-09f));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(7.569105684e-06f));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(2.759954391e-03f));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(1.277611654e-01f));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(1.000000142e+00f));
+    p = _mm512_mul_ps(p, x);
+    __m512 q = _mm512_set1_ps(2.045687482e-04f);
+    q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(2.312521542e-02f));
+    q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(4.610945506e-01f));
+    q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(1.0f));
+    const __m512 one = _mm512_set1_ps(1.0f);
+    return _mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), one), _mm512_min_ps(one, _mm512_div_ps(p, q)));
+  }
+  __attribute__((always_inline)) friend inline VecF16 fast_sigmoid(VecF16 a) {
+    const __m512 h = _mm512_set1_ps(0.5f);
+    return VecF16(_mm512_fmadd_ps(tanh_fast_ps(_mm512_mul_ps(a.v, h)), h, h));
+  }
+  __attribute__((always_inline)) friend inline VecF16 fast_tanh(VecF16 a) { return VecF16(tanh_fast_ps(a.v)); }
+};
+
+template <>
+struct VecSel<float> {
+  using type = VecF16;
+};
+#else
 template <>
 struct VecSel<float> {
   using type = VecF8;
 };
+#endif
+// 8 float lanes whatever the CPU (the int8 kernel's blocks are 8 units wide)
+using Vec8f = VecF8;
 #else
 template <>
 struct VecSel<float> {
   using type = VecG<float, 8>;
 };
+using Vec8f = VecG<float, 8>;
 #endif
 
 template <typename T>
@@ -245,5 +350,6 @@ inline void stream_fence() {
 }
 
 inline bool compiled_with_avx2() { return LSTMKIT_HAVE_AVX2 != 0; }
+inline bool compiled_with_avx512() { return LSTMKIT_HAVE_AVX512 != 0; }
 
 }  // namespace lstmkit
