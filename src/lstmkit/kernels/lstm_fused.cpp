@@ -1259,6 +1259,7 @@ class FusedStreamCpp {
     const Lyr& l0 = layers_[0];
     T* xh0 = l0.xh.data_ptr<T>();
     for (int64_t b = 0; b < B; ++b) copy_n(x + b * l0.I, xh0 + b * l0.K, l0.I);
+    const bool reverse = (calls_++ & 1) != 0;
     parallel_region(nt_, [&](Team& team, int p) {
       int np = team.active();
       for (size_t li = 0; li < layers_.size(); ++li) {
@@ -1270,8 +1271,11 @@ class FusedStreamCpp {
         const T* bias = l.bias.data_ptr<T>();
         int64_t u0, u1;
         split_range(l.NU, p, np, u0, u1);
-        // pass 1: pre-activations of my unit blocks
-        for (int64_t u = u0; u < u1; ++u) {
+        // pass 1: pre-activations of my unit blocks, in alternating order from call to call: when a
+        // thread's weights are larger than its cache, the blocks it read last are still cached
+        // when it starts the next call (the same order each time would miss on every block)
+        for (int64_t ui = u0; ui < u1; ++ui) {
+          const int64_t u = reverse ? u0 + u1 - 1 - ui : ui;
           const T* pan = wc + u * l.K * 4 * L;
           if (l.ln.defined()) {  // x W_ih^T and h W_hh^T apart: each has its own norm
             T* prex = l.prex.data_ptr<T>();
@@ -1450,6 +1454,7 @@ class FusedStreamCpp {
   bool coupled_ = false;
   double zc_ = 0.0, zh_ = 0.0;
   int nt_ = 1;
+  uint64_t calls_ = 0;  // step calls so far (the weight blocks are read in alternating order)
   at::ScalarType st_;
   std::vector<Lyr> layers_;
 };
