@@ -359,6 +359,32 @@ def test_thread_splits_match_oracle(kern: None, cfg: dict[str, Any], split: int,
     assert_close(got, want, labels, rtol=1e-5)
 
 
+# Several unit blocks per thread whatever the vector width (8 float lanes with AVX2, 16 with
+# AVX-512: H = 40 is 2.5 blocks of 16, 5 of 8), with a partial last block and every variant.
+MULTI_BLOCK_CASES = [
+    dict(T=6, B=5, I=7, H=40),
+    dict(T=5, B=8, I=9, H=72, lengths=True, init_state=False),
+    dict(T=5, B=4, I=6, H=56, P=20),
+    dict(T=5, B=6, I=5, H=40, peephole=True, zoneout=True, lengths=True),
+    dict(T=4, B=5, I=6, H=50, layer_norm=True, peephole=True),
+    dict(T=4, B=3, I=5, H=40, dtype=torch.float64),
+]
+
+
+@needs_kernels
+@pytest.mark.parametrize("cfg", MULTI_BLOCK_CASES, ids=["plain", "len", "proj", "peep-zone-len", "ln-peep", "f64"])
+@pytest.mark.parametrize("split", [1, 2], ids=["units", "rows"])
+def test_multi_block_layers_match_oracle(kern: None, cfg: dict[str, Any], split: int) -> None:
+    m = K._mod()
+    m.set_thread_split(split)
+    try:
+        got, want, labels = run_both(make_case(**cfg), coupled=False, num_threads=-2)
+    finally:
+        m.set_thread_split(0)
+    tol = 1e-10 if cfg.get("dtype") == torch.float64 else 1e-5
+    assert_close(got, want, labels, rtol=tol)
+
+
 def test_thread_split_mode_is_checked(kern: None) -> None:
     with pytest.raises(RuntimeError, match="mode must be"):
         K._mod().set_thread_split(3)
@@ -594,9 +620,11 @@ def test_gradcheck_float64(kern: None, cfg: dict[str, Any]) -> None:
 @needs_kernels
 @pytest.mark.parametrize("proj", [0, 5])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_stream_equals_whole_sequence(kern: None, proj: int, batch: int) -> None:
+@pytest.mark.parametrize("H,threads", [(13, None), (70, -2)])  # 70: two threads forced, several unit blocks
+def test_stream_equals_whole_sequence(kern: None, proj: int, batch: int, H: int, threads: int | None) -> None:
+    """(the threads read their weight blocks in alternating order from step to step)"""
     torch.manual_seed(2)
-    T, I, H, layers = 6, 7, 13, 2
+    T, I, layers = 6, 7, 2
     ref = torch.nn.LSTM(I, H, num_layers=layers, proj_size=proj)
     x = torch.randn(T, batch, I)
     with torch.no_grad():
@@ -609,7 +637,7 @@ def test_stream_equals_whole_sequence(kern: None, proj: int, batch: int) -> None
         if proj:
             d["w_hr"] = p[f"weight_hr_l{k}"]
         lay.append(d)
-    s = K.FusedStream(lay, batch, proj=bool(proj))
+    s = K.FusedStream(lay, batch, proj=bool(proj), num_threads=threads)
     for _ in range(2):  # reset() really resets
         outs = [s.step(x[t, 0] if batch == 1 else x[t]) for t in range(T)]
         got = torch.stack([o.view(batch, -1) for o in outs])
