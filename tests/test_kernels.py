@@ -368,11 +368,16 @@ MULTI_BLOCK_CASES = [
     dict(T=5, B=6, I=5, H=40, peephole=True, zoneout=True, lengths=True),
     dict(T=4, B=5, I=6, H=50, layer_norm=True, peephole=True),
     dict(T=4, B=3, I=5, H=40, dtype=torch.float64),
+    # from 32 rows the AVX-512 build moves the input projection into the unit-split loop too
+    dict(T=4, B=33, I=6, H=40, lengths=True, peephole=True, zoneout=True),
+    dict(T=3, B=32, I=5, H=24, bias=False, init_state=False),
 ]
 
 
 @needs_kernels
-@pytest.mark.parametrize("cfg", MULTI_BLOCK_CASES, ids=["plain", "len", "proj", "peep-zone-len", "ln-peep", "f64"])
+@pytest.mark.parametrize(
+    "cfg", MULTI_BLOCK_CASES, ids=["plain", "len", "proj", "peep-zone-len", "ln-peep", "f64", "B33-all", "B32-nobias"]
+)
 @pytest.mark.parametrize("split", [1, 2], ids=["units", "rows"])
 def test_multi_block_layers_match_oracle(kern: None, cfg: dict[str, Any], split: int) -> None:
     m = K._mod()

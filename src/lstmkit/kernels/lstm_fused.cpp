@@ -12,6 +12,7 @@
 #include <mutex>
 #include <string>
 #include <type_traits>
+#include <unistd.h>
 #include <vector>
 
 #include "lstm_fused.h"
@@ -274,19 +275,43 @@ std::atomic<int>& split_override() {
 // (and, backward, without peepholes, whose gradient sums over rows). Each thread then multiplies
 // its rows by the whole of W_hh instead of by its columns, and the barrier of every step goes. It
 // needs rows enough per thread for the micro-kernel (a block of 1-3 rows runs at a fraction of its
-// speed). Measured here (forward+backward time, 2 threads, rows / units): B 8 H 128 (train-small)
-// 0.85-0.99, B 32 H 256 0.97, B 64 H 512 0.92, B 8 H 512 0.98; but B 4 H 128 1.10,
-// B 6 H 128 1.06: rows from 4 per thread.
-bool choose_rows(int nt, int64_t B, bool legal) {
+// speed). Measured on the AMD EPYC (Zen 3, AVX2) VM (forward+backward time, 2 threads, rows /
+// units): B 8 H 128 (train-small) 0.85-0.99, B 32 H 256 0.97, B 64 H 512 0.92, B 8 H 512 0.98; but
+// B 4 H 128 1.10, B 6 H 128 1.06: rows from 4 per thread.
+// On the Intel Xeon (AVX-512) VM, whose 2 MB L2 per core is backed by a slower L3, rows pay when
+// every thread reading all of W_hh each step stays in L2: B 8 H 128 0.82, B 32 H 256 0.94, but
+// B 64 H 512 (4 MB of W_hh) 1.02 forward+backward and 1.04-1.09 inference, B 8 H 512 1.65
+// inference. There the row split needs W_hh <= the L2 size as well (the AVX-512 build stands for
+// that machine: both rules are measurements, not a model).
+int64_t l2_bytes() {
+  static const int64_t v = [] {
+    const long s = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return s > 0 ? (int64_t)s : (int64_t)512 * 1024;
+  }();
+  return v;
+}
+
+bool choose_rows(int nt, int64_t B, int64_t whh_bytes, bool legal) {
   if (!legal || nt < 2) return false;
   const int o = split_override().load(std::memory_order_relaxed);
   if (o != 0) return o == 2;
+  if (compiled_with_avx512() && whh_bytes > l2_bytes()) return false;
   return B >= 4 * nt;
 }
 
-// Largest [W_ih | W_hh] (bytes) for the input projection inside the row-split loop: each core reads
-// all of it every step, from its L2 (512 KB here; 1-2 MB on recent x86 server cores).
-constexpr int64_t kProjInLoopBytes = 384 * 1024;
+// The input projection inside the time loop ([x_t | h_{t-1}] @ [W_ih | W_hh]^T, plain layers
+// without a projection or layer norm): the (T, B, 4H) projections then never go through memory.
+//  * Row split: while [W_ih | W_hh], which each core reads every step, takes <= 3/4 of its L2 (384
+//    KB on the 512 KB L2 of the Zen 3 VM: train-small inference ~4 % faster, training within noise;
+//    1.5 MB on the Xeon's 2 MB: train-mid inference 4 % faster, training even).
+//  * Unit split (AVX-512 build, see choose_rows): from 32 rows, where a thread's share of the
+//    weights is used by many rows per read. Xeon VM, with / without: B 64 H 512 0.90 inference,
+//    0.96 forward+backward; B 64 I 1024 H 512 0.90; but B 16 H 512 1.02, B 8 H 512 1.20.
+bool choose_proj_in_loop(bool by_rows, int64_t B, int64_t w_bytes, bool legal) {
+  if (!legal) return false;
+  if (by_rows) return w_bytes * 4 <= l2_bytes() * 3;
+  return compiled_with_avx512() && B >= 32;
+}
 
 // Denormal floats (e.g. vanishing gradients far back in a long sequence) make x86 arithmetic
 // ~100x slower; inside the time loops they are flushed to zero (values below ~1e-38 for float32),
@@ -582,12 +607,9 @@ std::vector<Tensor> fused_forward(const Tensor& x, const Tensor& h0, const Tenso
                 "lstmkit fused kernel: ln gains must be (4H,), (4H,), (H,)");
   }
   const int nt = choose_threads(num_threads, B, R, H);
-  const bool by_rows = choose_rows(nt, B, P == 0 && !with_ln);
-  // With the row split and [W_ih | W_hh] small enough to stay in a core's L2, the input projection
-  // happens in the time loop, step by step ([x_t | h_{t-1}] @ [W_ih | W_hh]^T): the (T, B, 4H)
-  // projections then never go through memory (train-small, runtime switch in one build: inference
-  // ~4 % faster than the row split with the separate projection GEMM, training within noise).
-  const bool proj_in_loop = by_rows && (I + R) * 4 * H * (int64_t)x.element_size() <= kProjInLoopBytes;
+  const bool by_rows = choose_rows(nt, B, 4 * H * R * (int64_t)x.element_size(), P == 0 && !with_ln);
+  const bool proj_in_loop =
+      choose_proj_in_loop(by_rows, B, (I + R) * 4 * H * (int64_t)x.element_size(), P == 0 && !with_ln);
   // input projection of all steps in one GEMM, both biases folded in
   Tensor x2 = x.contiguous().reshape({T * B, I});
   Tensor xp, zx, mean_x, rstd_x;
@@ -778,7 +800,8 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
   // the bias gradient (sum of da) is accumulated by the time loop, per thread (not with layer norm)
   // (two rows per thread: a running sum and the last <= 64 steps' sum, folded in every 64 steps)
   Tensor db_thr = need[5] && !with_ln && T > 0 ? at::zeros({nt, 2, 4 * H}, opts) : Tensor();
-  const bool by_rows = choose_rows(nt, B, P == 0 && !with_ln && !peepc.defined());
+  const bool by_rows =
+      choose_rows(nt, B, 4 * H * R * (int64_t)x.element_size(), P == 0 && !with_ln && !peepc.defined());
   Tensor da = pooled({T, B, 4 * H}, opts);
   // Small float32 layers get their weight gradients from weight_grad_gemm. With the row split the
   // loop also streams da into panel layout for it, blocks (T * B, 2L) da_ks apart (packing da there

@@ -30,9 +30,9 @@
 // (chosen by choose_rows in lstm_fused.cpp). The threads never wait for each other inside the
 // loop, so Team's oversubscription fallback (which watches barrier waits) does not apply there: a
 // descheduled thread delays only the end of the call, by at most its own rows' share, instead of
-// stalling its partner at every step. With `wx` the input projection is part of each
-// step's product and the biases are added in the pointwise pass: the same sums in another order,
-// so there 1 and 2 threads agree to rounding, not bit for bit.
+// stalling its partner at every step. With `wx` (either split, chosen by choose_proj_in_loop) the
+// input projection is part of each step's product and the biases are added in the pointwise pass:
+// the same sums in another order, so there 1 and 2 threads agree to rounding, not bit for bit.
 //
 // Per step (forward): the recurrent product of the thread's unit blocks goes to a small per-thread
 // scratch (hot in L1/L2), then one pointwise pass row by row reads xp and writes gates, c, h in
@@ -272,7 +272,7 @@ struct FwdLoop {
   using V = Vec<T>;
   static constexpr int L = V::L;
   static constexpr int NV = 2;
-  static constexpr int MRMAX = 6;
+  static constexpr int MRMAX = kMRMax<T>;
 
   int64_t T_ = 0, B = 0, H = 0, R = 0, P = 0, Hp = 0, NU = 0, NPP = 0;
   bool coupled = false;
@@ -280,7 +280,7 @@ struct FwdLoop {
   const T* xp = nullptr;     // (T, B, 4H) input projections + both biases (with layer_norm: LN'd, + b);
                              // with wx just the summed biases (4H), xp_rs = 0
   int64_t xp_rs = 0;         // row stride of xp: 4H, or 0 with wx
-  const T* wx = nullptr;     // row split only: W_ih packed like wf (NU, 2, I, 2L); the input projection
+  const T* wx = nullptr;     // plain loops: W_ih packed like wf (NU, 2, I, 2L); the input projection
                              // then happens in the loop, step by step, on xin
   const T* xin = nullptr;    // (T, B, I) the input, with wx
   int64_t I = 0;
@@ -600,9 +600,12 @@ struct FwdLoop {
       const T* hp = hprev(t);
       prefetch_step(t, u0, u1, 0, B);
       // the recurrent product of my unit blocks (each panel stays in L1 across the row blocks) ...
+      const T* xa = wx ? xin + t * B * I : nullptr;  // [h_{t-1} | x_t] @ [W_hh; W_ih]^T with wx
       for (int64_t u = u0; u < u1; ++u)
         for (int half = 0; half < 2; ++half)
-          for_row_blocks<T, MRMAX, NV>(hp, R, wf + (u * 2 + half) * R * 2 * L, R, B, [&](int64_t r0, auto& acc) {
+          for_row_blocks2<T, MRMAX, NV>(hp, R, wf + (u * 2 + half) * R * 2 * L, R, xa, I,
+                                        wx ? wx + (u * 2 + half) * I * 2 * L : nullptr, I, B,
+                                        [&](int64_t r0, auto& acc) {
             constexpr int mr = sizeof(acc.v) / sizeof(acc.v[0]);
             for (int m = 0; m < mr; ++m) {
               T* d = pre + (r0 + m) * 4 * Hp + u * 4 * L + half * 2 * L;
@@ -657,7 +660,7 @@ struct BwdLoop {
   using V = Vec<T>;
   static constexpr int L = V::L;
   static constexpr int NV = 2;
-  static constexpr int MRMAX = 6;
+  static constexpr int MRMAX = kMRMax<T>;
 
   int64_t T_ = 0, B = 0, H = 0, R = 0, P = 0, NU = 0, NPH = 0, NPR = 0;
   bool coupled = false;

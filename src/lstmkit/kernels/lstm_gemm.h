@@ -5,12 +5,20 @@
 // The micro-kernel multiplies MR rows of a row-major left matrix A (leading dimension lda) by one
 // panel and leaves the MR x NV vector accumulators in registers for the caller's epilogue, so the
 // LSTM pointwise work happens on the freshly computed pre-activations without a round trip
-// through memory. With AVX2 floats MR * NV <= 12 keeps everything in the 16 ymm registers.
+// through memory. With AVX2 floats MR * NV <= 12 keeps everything in the 16 ymm registers; AVX-512
+// has 32 zmm registers, room for MR * NV <= 28 (kMRMax: the tallest row block the loops use).
 #pragma once
 
 #include "lstm_simd.h"
 
+#ifndef LSTMKIT_MRMAX16
+#define LSTMKIT_MRMAX16 12
+#endif
+
 namespace lstmkit {
+
+template <typename T>
+constexpr int kMRMax = Vec<T>::L == 16 ? LSTMKIT_MRMAX16 : 6;
 
 template <typename T, int MR, int NV>
 struct Acc {
@@ -24,13 +32,13 @@ inline void microkernel(const T* __restrict A, int64_t lda, const T* __restrict 
   using V = Vec<T>;
   constexpr int L = V::L;
   if constexpr (!ADD) {
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 8
       for (int j = 0; j < NV; ++j) acc.v[m][j] = V::zero();
   }
   const T* a[MR];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) a[m] = A + m * lda;
 #pragma GCC unroll 4
   for (int64_t k = 0; k < K; ++k) {
@@ -38,7 +46,7 @@ inline void microkernel(const T* __restrict A, int64_t lda, const T* __restrict 
     V b[NV];
 #pragma GCC unroll 8
     for (int j = 0; j < NV; ++j) b[j] = V::load(bp + j * L);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int m = 0; m < MR; ++m) {
       V am = V::set1(a[m][k]);
 #pragma GCC unroll 8
@@ -61,26 +69,29 @@ inline void run_block2(const T* A, int64_t lda, const T* panel, int64_t K, const
   fn(r, acc);
 }
 
+template <typename T, int NV, int MRMAX, int MR = 1, typename F>
+inline void run_block2_n(int64_t mr, const T* A, int64_t lda, const T* panel, int64_t K, const T* A2, int64_t lda2,
+                         const T* panel2, int64_t K2, int64_t r, F& fn) {
+  if constexpr (MR < MRMAX) {
+    if (mr != MR) {
+      run_block2_n<T, NV, MRMAX, MR + 1>(mr, A, lda, panel, K, A2, lda2, panel2, K2, r, fn);
+      return;
+    }
+  }
+  run_block2<T, NV, MR>(A, lda, panel, K, A2, lda2, panel2, K2, r, fn);
+}
+
 template <typename T, int MRMAX, int NV, typename F>
 inline void for_row_blocks2(const T* A, int64_t lda, const T* panel, int64_t K, const T* A2, int64_t lda2,
                             const T* panel2, int64_t K2, int64_t M, F&& fn) {
-  static_assert(MRMAX >= 1 && MRMAX <= 6, "MRMAX in 1..6");
+  static_assert(MRMAX >= 1 && MRMAX <= 14, "MRMAX in 1..14");
   if (M <= 0) return;
   const int64_t nb = (M + MRMAX - 1) / MRMAX;
   const int64_t base = M / nb, extra = M % nb;
   int64_t r = 0;
   for (int64_t blk = 0; blk < nb; ++blk) {
     const int64_t mr = base + (blk < extra ? 1 : 0);
-#define LSTMKIT_BLOCK(n) run_block2<T, NV, n>(A, lda, panel, K, A2, lda2, panel2, K2, r, fn)
-    switch (mr) {
-      case 1: LSTMKIT_BLOCK(1); break;
-      case 2: if constexpr (MRMAX >= 2) LSTMKIT_BLOCK(2); break;
-      case 3: if constexpr (MRMAX >= 3) LSTMKIT_BLOCK(3); break;
-      case 4: if constexpr (MRMAX >= 4) LSTMKIT_BLOCK(4); break;
-      case 5: if constexpr (MRMAX >= 5) LSTMKIT_BLOCK(5); break;
-      default: if constexpr (MRMAX >= 6) LSTMKIT_BLOCK(6); break;
-    }
-#undef LSTMKIT_BLOCK
+    run_block2_n<T, NV, MRMAX>(mr, A, lda, panel, K, A2, lda2, panel2, K2, r, fn);
     r += mr;
   }
 }
