@@ -413,26 +413,29 @@ struct AGroup {
   float* out = nullptr;  // (N, M) row-major
 };
 
+// tallest tile of weight_grad_gemm: MR x 2L accumulators + 2 + 1 registers (16 ymm / 32 zmm)
+constexpr int kDwMR = Vec<float>::L == 16 ? 12 : 6;
+
 template <int MR>
 inline void tn_tile(const float* __restrict a, int64_t lda, const float* __restrict d, int64_t kn,
                     float* __restrict tile, bool first) {
   using V = Vec<float>;
   constexpr int L = V::L;
   V c0[MR], c1[MR];
-#pragma GCC unroll 6
+#pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) c0[m] = c1[m] = V::zero();
 #pragma GCC unroll 4
   for (int64_t k = 0; k < kn; ++k) {
     const V d0 = V::load(d + k * 2 * L), d1 = V::load(d + k * 2 * L + L);
     const float* ak = a + k * lda;
-#pragma GCC unroll 6
+#pragma GCC unroll 16
     for (int m = 0; m < MR; ++m) {
       const V am = V::set1(ak[m]);
       c0[m] = fmadd(am, d0, c0[m]);
       c1[m] = fmadd(am, d1, c1[m]);
     }
   }
-#pragma GCC unroll 6
+#pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) {
     float* o = tile + m * 2 * L;
     if (!first) {
@@ -444,6 +447,18 @@ inline void tn_tile(const float* __restrict a, int64_t lda, const float* __restr
   }
 }
 
+// tn_tile<mr> for a run-time mr in 1..MRMAX
+template <int MRMAX, int MR = 1>
+inline void tn_tile_n(int mr, const float* a, int64_t lda, const float* d, int64_t kn, float* tile, bool first) {
+  if constexpr (MR < MRMAX) {
+    if (mr != MR) {
+      tn_tile_n<MRMAX, MR + 1>(mr, a, lda, d, kn, tile, first);
+      return;
+    }
+  }
+  tn_tile<MR>(a, lda, d, kn, tile, first);
+}
+
 // Bytes of weight_grad_gemm's tiles per thread. The kernel is used while they fit in a core's L2 with
 // room to spare (train-small: 200 KB); larger layers go to MKL (at train-large, 3 MB of tiles per thread
 // made the whole forward+backward ~5 % slower than MKL; train-mid, 0.8 MB, was even).
@@ -452,8 +467,8 @@ int64_t weight_grad_tile_bytes(int64_t N, std::initializer_list<int64_t> Ms, int
   constexpr int64_t W = 2 * Vec<float>::L;
   const int64_t NP = (N + W - 1) / W, ntt = std::max<int64_t>(1, std::min<int64_t>(nt, NP));
   int64_t NB = 0;
-  for (int64_t M : Ms) NB += (M + 5) / 6;
-  return (NP + ntt - 1) / ntt * NB * 6 * W * (int64_t)sizeof(float);
+  for (int64_t M : Ms) NB += (M + kDwMR - 1) / kDwMR;
+  return (NP + ntt - 1) / ntt * NB * kDwMR * W * (int64_t)sizeof(float);
 }
 
 // d_ks > 0: D is given in panel layout, blocks of (K, 2L) d_ks apart (as the row-split backward loop
@@ -462,13 +477,13 @@ void weight_grad_gemm(const float* D, int64_t K, int64_t N, const std::vector<AG
                       int64_t d_ks = 0) {
   const bool d_pan = d_ks > 0;
   using V = Vec<float>;
-  constexpr int L = V::L, W = 2 * L, kMR = 6;
+  constexpr int L = V::L, W = 2 * L, kMR = kDwMR;
   constexpr int64_t kKc = 128;
   struct Blk {
     int g, mr;
     int64_t m0;
   };
-  std::vector<Blk> blks;  // column blocks of <= 6, evenly sized per group (a block of 1-2 columns is slow)
+  std::vector<Blk> blks;  // column blocks of <= kMR, evenly sized per group (a block of 1-2 columns is slow)
   for (int g = 0; g < (int)groups.size(); ++g) {
     const int64_t M = groups[g].M;
     if (M <= 0) continue;
@@ -522,14 +537,7 @@ void weight_grad_gemm(const float* D, int64_t K, int64_t N, const std::vector<AG
             const float* a = sg.a + (k0 - sg.k0) * sg.lda + b.m0;
             const float* d = dp + (k0 - kb) * W;
             const bool first = k0 == 0;
-            switch (b.mr) {
-              case 1: tn_tile<1>(a, sg.lda, d, k1 - k0, tile, first); break;
-              case 2: tn_tile<2>(a, sg.lda, d, k1 - k0, tile, first); break;
-              case 3: tn_tile<3>(a, sg.lda, d, k1 - k0, tile, first); break;
-              case 4: tn_tile<4>(a, sg.lda, d, k1 - k0, tile, first); break;
-              case 5: tn_tile<5>(a, sg.lda, d, k1 - k0, tile, first); break;
-              default: tn_tile<6>(a, sg.lda, d, k1 - k0, tile, first); break;
-            }
+            tn_tile_n<kMR>(b.mr, a, sg.lda, d, k1 - k0, tile, first);
           }
         }
       }
@@ -642,7 +650,13 @@ std::vector<Tensor> fused_forward(const Tensor& x, const Tensor& h0, const Tenso
       at::mm_out(xp, x2, w_ih.t());
     }
   }
-  Tensor wf = pack_wf(w_hh.contiguous(), H, L);
+  // the row split with 4L-wide panels (kRowNV: float32 with AVX-512): both halves of a unit block side by
+  // side, (NU, 2, K, 2L) -> (NU, K, 4L)
+  const bool wide_rows = by_rows && st == at::kFloat && kRowNV<float> == 4;
+  auto widen = [&](const Tensor& w) {
+    return wide_rows ? w.permute({0, 2, 1, 3}).contiguous().view({w.size(0), w.size(2), 4 * L}) : w;
+  };
+  Tensor wf = widen(pack_wf(w_hh.contiguous(), H, L));
   Tensor wr, hc;
   if (P > 0) {
     wr = pack_panels(w_hr->t(), L);  // W_hr^T (H, P)
@@ -666,7 +680,7 @@ std::vector<Tensor> fused_forward(const Tensor& x, const Tensor& h0, const Tenso
   Tensor zcc = has(zc) ? zc->contiguous() : Tensor();
   Tensor zhc = has(zh) ? zh->contiguous() : Tensor();
   Tensor lenc = with_len ? lengths->contiguous() : Tensor();
-  Tensor wx = proj_in_loop ? pack_wf(w_ih.contiguous(), H, L) : Tensor();
+  Tensor wx = proj_in_loop ? widen(pack_wf(w_ih.contiguous(), H, L)) : Tensor();
   Tensor scratch = at::empty({nt, B, 4 * Hp}, opts);
   Tensor zhat, rstd_h, stat_c, rowbuf, lnc[6];
   if (with_ln) {
@@ -784,7 +798,7 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
   Tensor lenc = with_len ? lengths->contiguous() : Tensor();
   const int64_t* len = with_len ? lenc.data_ptr<int64_t>() : nullptr;
   Tensor zhc = has(zh) ? zh->contiguous() : Tensor();
-  Tensor wb = pack_panels(w_hh.contiguous(), L);  // (NPR, 4H, 2L)
+  Tensor wb = pack_panels(w_hh.contiguous(), L);  // (NPR, 4H, 2L); 4L wide with the row split, see below
   Tensor wrb, dht, dhc;
   if (P > 0) {
     wrb = pack_panels(w_hr->contiguous(), L);  // (NPH, P, 2L)
@@ -802,6 +816,8 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
   Tensor db_thr = need[5] && !with_ln && T > 0 ? at::zeros({nt, 2, 4 * H}, opts) : Tensor();
   const bool by_rows =
       choose_rows(nt, B, 4 * H * R * (int64_t)x.element_size(), P == 0 && !with_ln && !peepc.defined());
+  // the row split reads W_hh in 4L-wide panels (kRowNV: float32 with AVX-512): (ceil(R / 4L), 4H, 4L)
+  if (by_rows && st == at::kFloat && kRowNV<float> == 4) wb = pack_panels(w_hh.contiguous(), 2 * L);
   Tensor da = pooled({T, B, 4 * H}, opts);
   // Small float32 layers get their weight gradients from weight_grad_gemm. With the row split the
   // loop also streams da into panel layout for it, blocks (T * B, 2L) da_ks apart (packing da there

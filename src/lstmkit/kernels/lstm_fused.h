@@ -635,18 +635,28 @@ struct FwdLoop {
       const T* hp = hprev(t) + b0 * R;
       const T* xa = wx ? xin + (t * B + b0) * I : nullptr;  // [h_{t-1} | x_t] @ [W_hh; W_ih]^T with wx
       prefetch_step(t, 0, NU, b0, b1);
-      for (int64_t u = 0; u < NU; ++u)
-        for (int half = 0; half < 2; ++half)
-          for_row_blocks2<T, MRMAX, NV>(hp, R, wf + (u * 2 + half) * R * 2 * L, R, xa, I,
-                                        wx ? wx + (u * 2 + half) * I * 2 * L : nullptr, I, b1 - b0,
-                                        [&](int64_t r0, auto& acc) {
+      if constexpr (kRowNV<T> == 4) {  // wf, wx hold panels (NU, K, 4L) here: gates i, f, g, o at once
+        for (int64_t u = 0; u < NU; ++u)
+          for_row_blocks2<T, 6, 4>(hp, R, wf + u * R * 4 * L, R, xa, I, wx ? wx + u * I * 4 * L : nullptr, I,
+                                   b1 - b0, [&](int64_t r0, auto& acc) {
             constexpr int mr = sizeof(acc.v) / sizeof(acc.v[0]);
-            for (int m = 0; m < mr; ++m) {
-              T* d = pre + (r0 + m) * 4 * Hp + u * 4 * L + half * 2 * L;
-              acc.v[m][0].store(d);
-              acc.v[m][1].store(d + L);
-            }
+            for (int m = 0; m < mr; ++m)
+              for (int j = 0; j < 4; ++j) acc.v[m][j].store(pre + (r0 + m) * 4 * Hp + u * 4 * L + j * L);
           });
+      } else {
+        for (int64_t u = 0; u < NU; ++u)
+          for (int half = 0; half < 2; ++half)
+            for_row_blocks2<T, MRMAX, NV>(hp, R, wf + (u * 2 + half) * R * 2 * L, R, xa, I,
+                                          wx ? wx + (u * 2 + half) * I * 2 * L : nullptr, I, b1 - b0,
+                                          [&](int64_t r0, auto& acc) {
+              constexpr int mr = sizeof(acc.v) / sizeof(acc.v[0]);
+              for (int m = 0; m < mr; ++m) {
+                T* d = pre + (r0 + m) * 4 * Hp + u * 4 * L + half * 2 * L;
+                acc.v[m][0].store(d);
+                acc.v[m][1].store(d + L);
+              }
+            });
+      }
       for (int64_t b = b0; b < b1; ++b) row_cells(t, b, 0, NU, pre + (b - b0) * 4 * Hp);
     }
   }
@@ -920,7 +930,8 @@ struct BwdLoop {
     const int64_t tb = t * B + b;
     const bool ok = valid(t, b);
     const bool prev_ok = t > 0 && valid(t - 1, b);
-    for (int j = 0; j < NV; ++j) {
+    constexpr int nv = sizeof(acc.v[0]) / sizeof(acc.v[0][0]);  // 2, or kRowNV in the row split
+    for (int j = 0; j < nv; ++j) {
       const int64_t c = c0 + j * L;
       const int n = (int)std::max<int64_t>(0, std::min<int64_t>(L, R - c));
       if (n == 0) break;
@@ -1003,10 +1014,11 @@ struct BwdLoop {
       for (int64_t b = b0; b < b1; ++b) row_cells(t, b, 0, NU, dbp);
       db_fold(p, t);
       const T* a = da + (t * B + b0) * K4;
-      for (int64_t q = 0; q < NPH; ++q)
-        for_row_blocks<T, MRMAX, NV>(a, K4, wb + q * K4 * 2 * L, K4, b1 - b0, [&](int64_t r0, auto& acc) {
+      constexpr int RNV = kRowNV<T>, W = RNV * L;  // wb holds panels W wide here (see lstm_fused.cpp)
+      for (int64_t q = 0; q < (R + W - 1) / W; ++q)
+        for_row_blocks<T, (RNV > 2 ? 6 : MRMAX), RNV>(a, K4, wb + q * K4 * W, K4, b1 - b0, [&](int64_t r0, auto& acc) {
           constexpr int mr = sizeof(acc.v) / sizeof(acc.v[0]);
-          for (int m = 0; m < mr; ++m) dh_row(t, b0 + r0 + m, q * 2 * L, acc, m);
+          for (int m = 0; m < mr; ++m) dh_row(t, b0 + r0 + m, q * W, acc, m);
         });
     }
   }

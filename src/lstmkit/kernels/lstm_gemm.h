@@ -20,6 +20,13 @@ namespace lstmkit {
 template <typename T>
 constexpr int kMRMax = Vec<T>::L == 16 ? LSTMKIT_MRMAX16 : 6;
 
+// The row-split time loops multiply a thread's few rows (4 at train-small) by all of W_hh: with
+// AVX-512 their panels are 4L wide (MR x 4 accumulators, MR <= 6), which shares each broadcast row
+// value among 4 vectors (standalone, 4 rows: 84-90 multiply-adds/ns against 66-73 for 2L panels).
+// With AVX2 there are not registers enough for that: 2L.
+template <typename T>
+constexpr int kRowNV = Vec<T>::L == 16 ? 4 : 2;
+
 template <typename T, int MR, int NV>
 struct Acc {
   Vec<T> v[MR][NV];
