@@ -11,12 +11,17 @@ The core calls this package through these names (nothing is compiled at import; 
 
 Design (as in haste / cuDNN): the input projection of all steps is one large GEMM (for float32 the
 kernels' own register-blocked GEMM, faster than MKL on these skinny shapes; ATen otherwise); the
-recurrent product of every step is the kernel's own register-blocked AVX2/FMA micro-kernel on
-W_hh packed once per call (kept hot in cache across steps), followed in the same time loop by one
-vectorised pointwise pass, inside a single OpenMP region for the whole sequence. The threads split
-either the batch rows (plain cell without projection or layer norm, from 4 rows per thread: no
-barrier at all, and when [W_ih | W_hh] fits in a core's L2 the input projection moves into the
-loop, step by step) or the hidden units (one barrier per step). The backward pass runs the
+recurrent product of every step is the kernel's own register-blocked micro-kernel (AVX-512 with 16
+float lanes where the CPU has it, AVX2/FMA with 8 otherwise; ``LSTMKIT_KERNEL_SIMD=avx2`` builds
+the AVX2 code on an AVX-512 CPU) on W_hh packed once per call (kept hot in cache across steps),
+followed in the same time loop by one vectorised pointwise pass, inside a single OpenMP region for
+the whole sequence. The threads split either the batch rows (plain cell without projection or layer
+norm, from 4 rows per thread, and with AVX-512 only while W_hh fits in a core's L2: no barrier at
+all) or the hidden units (one barrier per step). The input projection moves into the time loop,
+step by step, when it pays (measured rules in choose_proj_in_loop, lstm_fused.cpp: with the row
+split while [W_ih | W_hh] takes <= 3/4 of a core's L2; with AVX-512 also the unit split from 32
+rows). The streaming step reads its weight blocks in alternating order from call to call, so the
+blocks a thread read last are still cached when weights outgrow its L2. The backward pass runs the
 pointwise backward and the recurrent product per step the same way, then dx (the own GEMM again)
 and the weight gradients of all steps, db summed by the time loop. For small float32 layers
 (train-small) dW_ih = da^T x and dW_hh = da^T h_{t-1} are the kernels' own GEMM, reading x and h
@@ -117,7 +122,7 @@ def stream_supports(*, dtype: torch.dtype, peephole: bool, layer_norm: bool, cou
 
 
 def build_info() -> str | None:
-    """A short description of the compiled kernel (``avx2=1 openmp=1 lanes_f32=8``), or None."""
+    """A short description of the compiled kernel (``avx2=1 avx512=1 openmp=1 lanes_f32=16``), or None."""
     m = _build.load()
     return None if m is None else str(m.build_info())
 
