@@ -766,15 +766,18 @@ def test_own_gemm_matches_torch_mm(kern: None, M: int, K: int, N: int, threads: 
 )
 def test_avx2_build_matches_the_oracle_on_an_avx512_cpu() -> None:
     """On a CPU with AVX-512 the native build runs 16 float lanes; the AVX2 code (8 lanes, other
-    register tiles and thread-split rules) is built with LSTMKIT_KERNEL_SIMD=avx2 and checked here by
-    the oracle tests of the loops, the weight gradients, the own GEMM and the streaming step."""
+    register tiles and thread-split rules, the int8 products without VNNI) is built with
+    LSTMKIT_KERNEL_SIMD=avx2 and checked here by the oracle tests of the loops, the weight gradients,
+    the own GEMM, the streaming steps and the int8 kernel."""
     env = {**os.environ, "LSTMKIT_KERNEL_SIMD": "avx2", "PYTHONPATH": SRC}
     info = subprocess.run([sys.executable, "-c", "import lstmkit.kernels as K; print(K.build_info())"], env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert info.returncode == 0, info.stderr[-2000:]
-    assert "avx512=0" in info.stdout and "lanes_f32=8" in info.stdout, info.stdout
+    assert "avx512=0" in info.stdout and "vnni=0" in info.stdout and "lanes_f32=8" in info.stdout, info.stdout
     sel = "float32 or multi_block or thread_splits or weight_gradients or own_gemm or stream_equals or streamed_gates"
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__, "-k", sel],
+    sel += " or int8_stream_matches or use_int8_forward"  # the int8 products with vpmaddubsw instead of vpdpbusd
+    files = [__file__, str(Path(__file__).with_name("test_int8.py"))]
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files, "-k", sel],
                          env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:]
     assert " passed" in out.stdout and " failed" not in out.stdout

@@ -122,7 +122,7 @@ def stream_supports(*, dtype: torch.dtype, peephole: bool, layer_norm: bool, cou
 
 
 def build_info() -> str | None:
-    """A short description of the compiled kernel (``avx2=1 avx512=1 openmp=1 lanes_f32=16``), or None."""
+    """A short description of the compiled kernel (``avx2=1 avx512=1 vnni=1 openmp=1 lanes_f32=16``), or None."""
     m = _build.load()
     return None if m is None else str(m.build_info())
 

@@ -10,9 +10,10 @@ Environment:
     LSTMKIT_NO_KERNELS=1        pretend no compiler exists (the kernels report unavailable)
     LSTMKIT_KERNEL_CACHE=DIR    where build folders go (default ~/.cache/lstmkit/kernels)
     LSTMKIT_KERNEL_VERBOSE=1    show the compiler's output
-    LSTMKIT_KERNEL_SIMD=avx2    on a CPU with AVX-512, build the AVX2 code instead (8 float lanes
-                                instead of 16: for comparing the two, and for testing the AVX2
-                                code on such a CPU); a separate build folder
+    LSTMKIT_KERNEL_SIMD=avx2    on a CPU with AVX-512 or AVX-VNNI, build the code of an AVX2 + FMA
+                                CPU instead (8 float lanes instead of 16, vpmaddubsw instead of
+                                vpdpbusd: for comparing the two, and for testing the AVX2 code on
+                                such a CPU); a separate build folder
 """
 
 from __future__ import annotations
@@ -120,8 +121,8 @@ def _simd_flags() -> tuple[str, ...]:
     v = os.environ.get("LSTMKIT_KERNEL_SIMD", "").strip().lower()
     if v in ("", "native", "auto"):
         return ()
-    if v == "avx2":
-        return ("-DLSTMKIT_NO_AVX512",)
+    if v == "avx2":  # -march=native minus AVX-512 and AVX-VNNI: the code an AVX2 + FMA CPU gets
+        return ("-mno-avx512f", "-mno-avxvnni")
     raise RuntimeError(f"LSTMKIT_KERNEL_SIMD={v!r} is not known: use 'avx2' or leave it unset")
 
 

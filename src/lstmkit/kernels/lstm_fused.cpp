@@ -1505,6 +1505,11 @@ class FusedStreamCpp {
 std::string build_info() {
   return std::string("avx2=") + (lstmkit::compiled_with_avx2() ? "1" : "0") +
          " avx512=" + (lstmkit::compiled_with_avx512() ? "1" : "0") +
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__) || defined(__AVXVNNI__)
+         " vnni=1" +
+#else
+         " vnni=0" +
+#endif
 #ifdef _OPENMP
          " openmp=1"
 #else

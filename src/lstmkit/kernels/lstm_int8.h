@@ -133,11 +133,25 @@ inline Int8Layer pack_int8_layer(const at::Tensor& q_ih, const at::Tensor& s_ih,
   return l;
 }
 
+// acc + the 4 products of unsigned codes x and signed codes w of each int32 lane. With VNNI
+// (AVX-512 VNNI + VL, or AVX-VNNI) that is one vpdpbusd; else vpmaddubsw + vpmaddwd, which give the
+// same exact sums here (the int16 pair sums cannot saturate, see above).
+#if LSTMKIT_HAVE_AVX2
+inline __m256i dot4_add(__m256i acc, __m256i x, __m256i w) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(acc, x, w);
+#elif defined(__AVXVNNI__)
+  return _mm256_dpbusd_avx_epi32(acc, x, w);
+#else
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), _mm256_set1_epi16(1)));
+#endif
+}
+#endif
+
 // acc[m][q] (8 int32 each) = sum over quads j in [j0, j1) of codes(row m) . w(u, j, q)
 template <int MR>
 inline void int8_block(const int8_t* const* rows, const int8_t* pan, int64_t j0, int64_t j1, int32_t acc[MR][4][8]) {
 #if LSTMKIT_HAVE_AVX2
-  const __m256i ones = _mm256_set1_epi16(1);
   __m256i a[MR][4];
   for (int m = 0; m < MR; ++m)
     for (int q = 0; q < 4; ++q) a[m][q] = _mm256_setzero_si256();
@@ -153,8 +167,7 @@ inline void int8_block(const int8_t* const* rows, const int8_t* pan, int64_t j0,
     for (int q = 0; q < 4; ++q) {
       const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + q * 32));
       for (int m = 0; m < MR; ++m) {
-        const __m256i prod = _mm256_maddubs_epi16(ax[m], w);
-        a[m][q] = _mm256_add_epi32(a[m][q], _mm256_madd_epi16(prod, ones));
+        a[m][q] = dot4_add(a[m][q], ax[m], w);
       }
     }
   }
@@ -200,7 +213,6 @@ inline void quantize_scaled(const float* v, int64_t n, float mul, int8_t* q) {
 template <int NB>
 inline void int8_blocks_row(const int8_t* row, const int8_t* const* pans, int64_t nq, int32_t acc[NB][4][8]) {
 #if LSTMKIT_HAVE_AVX2
-  const __m256i ones = _mm256_set1_epi16(1);
   __m256i a[NB][4];
   for (int k = 0; k < NB; ++k)
     for (int q = 0; q < 4; ++q) a[k][q] = _mm256_setzero_si256();
@@ -214,8 +226,7 @@ inline void int8_blocks_row(const int8_t* row, const int8_t* const* pans, int64_
 #pragma GCC unroll 4
       for (int q = 0; q < 4; ++q) {
         const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + q * 32));
-        const __m256i prod = _mm256_maddubs_epi16(ax, w);
-        a[k][q] = _mm256_add_epi32(a[k][q], _mm256_madd_epi16(prod, ones));
+        a[k][q] = dot4_add(a[k][q], ax, w);
       }
     }
   }

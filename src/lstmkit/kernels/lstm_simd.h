@@ -25,9 +25,8 @@
 #else
 #define LSTMKIT_HAVE_AVX2 0
 #endif
-// AVX-512 (F and DQ) doubles the lanes; LSTMKIT_NO_AVX512 keeps the AVX2 code on such a CPU (a
-// build flag for measuring one against the other, see _build.py).
-#if LSTMKIT_HAVE_AVX2 && defined(__AVX512F__) && defined(__AVX512DQ__) && !defined(LSTMKIT_NO_AVX512)
+// AVX-512 (F and DQ) doubles the lanes (LSTMKIT_KERNEL_SIMD=avx2 builds without it, see _build.py).
+#if LSTMKIT_HAVE_AVX2 && defined(__AVX512F__) && defined(__AVX512DQ__)
 #define LSTMKIT_HAVE_AVX512 1
 #else
 #define LSTMKIT_HAVE_AVX512 0
