@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from conftest import tiny_mystery_args
@@ -20,7 +21,8 @@ from safetensors.torch import load_file
 from lstmkit.train import load_run
 from lstmkit.train.loop import load_checkpoint
 
-ARGS = ["mystery", *tiny_mystery_args(max_steps=600, eval_every=4, lr=0.005)]
+EVAL_EVERY = 4  # steps between checkpoints
+ARGS = ["mystery", *tiny_mystery_args(max_steps=600, eval_every=EVAL_EVERY, lr=0.005)]
 ENV = {**os.environ, "LSTMKIT_NO_KERNELS": "1", "OMP_NUM_THREADS": "1"}
 
 
@@ -59,9 +61,11 @@ def test_sigkill_at_random_moments_and_inside_writes(tmp_path):
     rng = random.Random(1234)
     kills = 0
     first = True
-    # 6 kills at random moments (a random delay after the run has visibly progressed: a new checkpoint)
-    # and 6 inside a file write (after half the bytes, before the rename)
-    plan = [("time", rng.uniform(0.0, 0.3)) for _ in range(6)] + [("write", rng.randint(3, 25)) for _ in range(6)]
+    # 6 kills at random moments (after the run has visibly progressed by 1-4 checkpoints, then a random
+    # delay of up to a few steps: a delay of up to 0.3 s let a fast machine run to the end before the
+    # last kills) and 6 inside a file write (after half the bytes, before the rename)
+    plan: list[tuple[str, Any]] = [("time", (rng.randint(1, 4), rng.uniform(0.0, 0.01))) for _ in range(6)]
+    plan += [("write", rng.randint(3, 25)) for _ in range(6)]
     for kind, when in plan:
         env = dict(ENV)
         if kind == "write":
@@ -69,10 +73,12 @@ def test_sigkill_at_random_moments_and_inside_writes(tmp_path):
         start = _step(run)
         p = subprocess.Popen(_cmd(run, not first), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if kind == "time":
+            checkpoints, delay = when
+            target = max(start, 0) + checkpoints * EVAL_EVERY
             deadline = time.monotonic() + 300
-            while p.poll() is None and _step(run) <= start and time.monotonic() < deadline:
-                time.sleep(0.01)
-            time.sleep(when)
+            while p.poll() is None and _step(run) < target and time.monotonic() < deadline:
+                time.sleep(0.002)
+            time.sleep(delay)
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
             p.wait()
