@@ -625,7 +625,7 @@ def test_gradcheck_float64(kern: None, cfg: dict[str, Any]) -> None:
 @needs_kernels
 @pytest.mark.parametrize("proj", [0, 5])
 @pytest.mark.parametrize("batch", [1, 3])
-@pytest.mark.parametrize("H,threads", [(13, None), (70, -2)])  # 70: two threads forced, several unit blocks
+@pytest.mark.parametrize("H,threads", [(13, None), (70, None), (70, -2)])  # 70: several unit blocks a thread
 def test_stream_equals_whole_sequence(kern: None, proj: int, batch: int, H: int, threads: int | None) -> None:
     """(the threads read their weight blocks in alternating order from step to step)"""
     torch.manual_seed(2)

@@ -46,9 +46,10 @@ VARIANT_SETS = [
 
 
 @pytest.mark.parametrize("variants", VARIANT_SETS, ids=lambda v: "+".join(v))
-@pytest.mark.parametrize("layers,proj,batch,dtype", [(1, 0, 1, torch.float32), (2, 3, 3, torch.float64),
-                                                     (2, 0, 2, torch.float32)])  # fmt: skip
-def test_variant_stream_is_compiled_and_equals_the_reference(variants, layers, proj, batch, dtype):
+@pytest.mark.parametrize("layers,proj,batch,dtype,hidden", [(1, 0, 1, torch.float32, 9), (2, 3, 3, torch.float64, 9),
+                                                            (2, 0, 2, torch.float32, 9),
+                                                            (1, 0, 2, torch.float32, 40)])  # fmt: skip
+def test_variant_stream_is_compiled_and_equals_the_reference(variants, layers, proj, batch, dtype, hidden):
     """Every variant streams through the compiled step; the oracle is the reference path (the
     equations in PyTorch) over the whole sequence, evaluation mode (zoneout: its expectation)."""
     import copy
@@ -57,7 +58,7 @@ def test_variant_stream_is_compiled_and_equals_the_reference(variants, layers, p
 
     if not kernels.available():
         pytest.skip("kernels unavailable")
-    m = lstmkit.LSTM(5, 9, layers, proj_size=proj, dtype=dtype, **variants).eval()
+    m = lstmkit.LSTM(5, hidden, layers, proj_size=proj, dtype=dtype, **variants).eval()
     with torch.no_grad():
         for p in m.parameters():
             p.add_(torch.randn_like(p) * 0.3)  # non-trivial LN gains/shifts and peepholes
