@@ -350,13 +350,19 @@ SPLIT_CASES = [
 @pytest.mark.parametrize("coupled", [False, True])
 def test_thread_splits_match_oracle(kern: None, cfg: dict[str, Any], split: int, coupled: bool) -> None:
     """Two threads splitting the unit blocks or the batch rows (forced either way), against the oracle."""
+    assert_close(*run_split(cfg, split, coupled), rtol=1e-5)
+
+
+def run_split(
+    cfg: dict[str, Any], split: int, coupled: bool
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[str]]:
+    """run_both with two threads and the split forced (1: unit blocks, 2: batch rows)."""
     m = K._mod()
     m.set_thread_split(split)
     try:
-        got, want, labels = run_both(make_case(**cfg), coupled=coupled, num_threads=-2)
+        return run_both(make_case(**cfg), coupled=coupled, num_threads=-2)
     finally:
         m.set_thread_split(0)
-    assert_close(got, want, labels, rtol=1e-5)
 
 
 # Several unit blocks per thread whatever the vector width (8 float lanes with AVX2, 16 with
@@ -380,14 +386,8 @@ MULTI_BLOCK_CASES = [
 )
 @pytest.mark.parametrize("split", [1, 2], ids=["units", "rows"])
 def test_multi_block_layers_match_oracle(kern: None, cfg: dict[str, Any], split: int) -> None:
-    m = K._mod()
-    m.set_thread_split(split)
-    try:
-        got, want, labels = run_both(make_case(**cfg), coupled=False, num_threads=-2)
-    finally:
-        m.set_thread_split(0)
     tol = 1e-10 if cfg.get("dtype") == torch.float64 else 1e-5
-    assert_close(got, want, labels, rtol=tol)
+    assert_close(*run_split(cfg, split, coupled=False), rtol=tol)
 
 
 def test_thread_split_mode_is_checked(kern: None) -> None:

@@ -600,19 +600,7 @@ struct FwdLoop {
       const T* hp = hprev(t);
       prefetch_step(t, u0, u1, 0, B);
       // the recurrent product of my unit blocks (each panel stays in L1 across the row blocks) ...
-      const T* xa = wx ? xin + t * B * I : nullptr;  // [h_{t-1} | x_t] @ [W_hh; W_ih]^T with wx
-      for (int64_t u = u0; u < u1; ++u)
-        for (int half = 0; half < 2; ++half)
-          for_row_blocks2<T, MRMAX, NV>(hp, R, wf + (u * 2 + half) * R * 2 * L, R, xa, I,
-                                        wx ? wx + (u * 2 + half) * I * 2 * L : nullptr, I, B,
-                                        [&](int64_t r0, auto& acc) {
-            constexpr int mr = sizeof(acc.v) / sizeof(acc.v[0]);
-            for (int m = 0; m < mr; ++m) {
-              T* d = pre + (r0 + m) * 4 * Hp + u * 4 * L + half * 2 * L;
-              acc.v[m][0].store(d);
-              acc.v[m][1].store(d + L);
-            }
-          });
+      product(hp, wx ? xin + t * B * I : nullptr, B, u0, u1, pre);
       // ... then the pointwise pass row by row: xp, gates, c, h are read and written in order,
       // which the prefetchers follow (a row-inner order here costs ~2x in cache misses).
       for (int64_t b = 0; b < B; ++b) row_cells(t, b, u0, u1, pre + b * 4 * Hp);
@@ -623,6 +611,22 @@ struct FwdLoop {
       }
       if ((np = team.sync(p)) <= p) return;  // h_t complete before anyone reads it
     }
+  }
+
+  // pre (rows, 4Hp) <- [h | x] (rows of hp, and of xa with wx) @ the 2L-wide panels of unit blocks [u0, u1)
+  void product(const T* hp, const T* xa, int64_t rows, int64_t u0, int64_t u1, T* pre) const {
+    for (int64_t u = u0; u < u1; ++u)
+      for (int half = 0; half < 2; ++half)
+        for_row_blocks2<T, MRMAX, NV>(hp, R, wf + (u * 2 + half) * R * 2 * L, R, xa, I,
+                                      wx ? wx + (u * 2 + half) * I * 2 * L : nullptr, I, rows,
+                                      [&](int64_t r0, auto& acc) {
+          constexpr int mr = sizeof(acc.v) / sizeof(acc.v[0]);
+          for (int m = 0; m < mr; ++m) {
+            T* d = pre + (r0 + m) * 4 * Hp + u * 4 * L + half * 2 * L;
+            acc.v[m][0].store(d);
+            acc.v[m][1].store(d + L);
+          }
+        });
   }
 
   // Row split: my rows [b0, b1), all unit blocks, no barrier (no thread reads another's rows).
@@ -644,18 +648,7 @@ struct FwdLoop {
               for (int j = 0; j < 4; ++j) acc.v[m][j].store(pre + (r0 + m) * 4 * Hp + u * 4 * L + j * L);
           });
       } else {
-        for (int64_t u = 0; u < NU; ++u)
-          for (int half = 0; half < 2; ++half)
-            for_row_blocks2<T, MRMAX, NV>(hp, R, wf + (u * 2 + half) * R * 2 * L, R, xa, I,
-                                          wx ? wx + (u * 2 + half) * I * 2 * L : nullptr, I, b1 - b0,
-                                          [&](int64_t r0, auto& acc) {
-              constexpr int mr = sizeof(acc.v) / sizeof(acc.v[0]);
-              for (int m = 0; m < mr; ++m) {
-                T* d = pre + (r0 + m) * 4 * Hp + u * 4 * L + half * 2 * L;
-                acc.v[m][0].store(d);
-                acc.v[m][1].store(d + L);
-              }
-            });
+        product(hp, xa, b1 - b0, 0, NU, pre);
       }
       for (int64_t b = b0; b < b1; ++b) row_cells(t, b, 0, NU, pre + (b - b0) * 4 * Hp);
     }

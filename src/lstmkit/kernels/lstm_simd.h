@@ -109,6 +109,20 @@ struct VecSel {
   using type = VecG<T, 4>;
 };
 
+// Polynomial coefficients shared by the vector types (Horner's scheme, highest degree first).
+namespace poly {
+// exp(r) = 1 + r + r^2 P(r) on |r| <= ln2 / 2 (Cephes expf)
+constexpr float kExp[6] = {1.9875691500E-4f, 1.3981999507E-3f, 8.3334519073E-3f,
+                           4.1665795894E-2f, 1.6666665459E-1f, 5.0000001201E-1f};
+// tanh(x) = x + x^3 P(x^2) on |x| < 0.625 (Cephes tanhf)
+constexpr float kTanh[5] = {-5.70498872745E-3f, 2.06390887954E-2f, -5.37397155531E-2f, 1.33314422036E-1f,
+                            -3.33332819422E-1f};
+// tanh(x) = x P(x^2) / Q(x^2) on |x| <= 9 (see tanh_fast_ps)
+constexpr float kTanhFastP[7] = {8.368814401e-14f, -1.487668589e-11f, -5.858397855e-09f, 7.569105684e-06f,
+                                 2.759954391e-03f, 1.277611654e-01f,  1.000000142e+00f};
+constexpr float kTanhFastQ[4] = {2.045687482e-04f, 2.312521542e-02f, 4.610945506e-01f, 1.0f};
+}  // namespace poly
+
 #if LSTMKIT_HAVE_AVX2
 // ---------------------------------------------------------------------------------------------
 // float x 8 with AVX2 + FMA.
@@ -143,6 +157,13 @@ struct VecF8 {
   friend inline VecF8 operator-(VecF8 a, VecF8 b) { return VecF8(_mm256_sub_ps(a.v, b.v)); }
   friend inline VecF8 operator*(VecF8 a, VecF8 b) { return VecF8(_mm256_mul_ps(a.v, b.v)); }
   friend inline VecF8 fmadd(VecF8 a, VecF8 b, VecF8 c) { return VecF8(_mm256_fmadd_ps(a.v, b.v, c.v)); }
+  template <int N>
+  __attribute__((always_inline)) static inline __m256 horner(__m256 x, const float (&c)[N]) {
+    __m256 p = _mm256_set1_ps(c[0]);
+#pragma GCC unroll 8
+    for (int k = 1; k < N; ++k) p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(c[k]));
+    return p;
+  }
 
   // exp(x) for x <= 0 ... any x: Cephes expf. n = round(x log2 e), r = x - n ln2 in [-ln2/2, ln2/2],
   // exp(r) by a degree-7 polynomial, times 2^n built in the exponent bits. Inputs are clamped to
@@ -154,12 +175,7 @@ struct VecF8 {
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
     r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500E-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
+    __m256 p = horner(r, poly::kExp);
     __m256 r2 = _mm256_mul_ps(r, r);
     p = _mm256_fmadd_ps(p, r2, r);
     p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
@@ -181,11 +197,7 @@ struct VecF8 {
     const __m256 sign_mask = _mm256_set1_ps(-0.0f);
     __m256 ax = _mm256_andnot_ps(sign_mask, a.v);
     __m256 x2 = _mm256_mul_ps(a.v, a.v);
-    __m256 p = _mm256_set1_ps(-5.70498872745E-3f);
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.06390887954E-2f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-5.37397155531E-2f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.33314422036E-1f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-3.33332819422E-1f));
+    __m256 p = horner(x2, poly::kTanh);
     __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(p, x2), a.v, a.v);
     __m256 e = exp_ps(_mm256_add_ps(ax, ax));
     __m256 big = _mm256_sub_ps(_mm256_set1_ps(1.0f),
@@ -207,18 +219,8 @@ struct VecF8 {
     const __m256 lim = _mm256_set1_ps(9.0f);
     const __m256 x = _mm256_max_ps(_mm256_sub_ps(_mm256_setzero_ps(), lim), _mm256_min_ps(lim, a));
     const __m256 z = _mm256_mul_ps(x, x);
-    __m256 p = _mm256_set1_ps(8.368814401e-14f);
-    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-1.487668589e-11f));
-    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-5.858397855e-09f));
-    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(7.569105684e-06f));
-    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(2.759954391e-03f));
-    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(1.277611654e-01f));
-    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(1.000000142e+00f));
-    p = _mm256_mul_ps(p, x);
-    __m256 q = _mm256_set1_ps(2.045687482e-04f);
-    q = _mm256_fmadd_ps(q, z, _mm256_set1_ps(2.312521542e-02f));
-    q = _mm256_fmadd_ps(q, z, _mm256_set1_ps(4.610945506e-01f));
-    q = _mm256_fmadd_ps(q, z, _mm256_set1_ps(1.0f));
+    const __m256 p = _mm256_mul_ps(horner(z, poly::kTanhFastP), x);
+    const __m256 q = horner(z, poly::kTanhFastQ);
     // |p / q| can round to just above 1 near the clamp: keep tanh in [-1, 1] (and sigmoid >= 0)
     const __m256 one = _mm256_set1_ps(1.0f);
     return _mm256_max_ps(_mm256_sub_ps(_mm256_setzero_ps(), one), _mm256_min_ps(one, _mm256_div_ps(p, q)));
@@ -252,6 +254,13 @@ struct VecF16 {
   friend inline VecF16 operator-(VecF16 a, VecF16 b) { return VecF16(_mm512_sub_ps(a.v, b.v)); }
   friend inline VecF16 operator*(VecF16 a, VecF16 b) { return VecF16(_mm512_mul_ps(a.v, b.v)); }
   friend inline VecF16 fmadd(VecF16 a, VecF16 b, VecF16 c) { return VecF16(_mm512_fmadd_ps(a.v, b.v, c.v)); }
+  template <int N>
+  __attribute__((always_inline)) static inline __m512 horner(__m512 x, const float (&c)[N]) {
+    __m512 p = _mm512_set1_ps(c[0]);
+#pragma GCC unroll 8
+    for (int k = 1; k < N; ++k) p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(c[k]));
+    return p;
+  }
 
   __attribute__((always_inline)) static inline __m512 exp_ps(__m512 x) {
     x = _mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f));
@@ -260,12 +269,7 @@ struct VecF16 {
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500E-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+    __m512 p = horner(r, poly::kExp);
     __m512 r2 = _mm512_mul_ps(r, r);
     p = _mm512_fmadd_ps(p, r2, r);
     p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
@@ -279,11 +283,7 @@ struct VecF16 {
     const __m512 sign_mask = _mm512_set1_ps(-0.0f);
     __m512 ax = _mm512_andnot_ps(sign_mask, a.v);
     __m512 x2 = _mm512_mul_ps(a.v, a.v);
-    __m512 p = _mm512_set1_ps(-5.70498872745E-3f);
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(2.06390887954E-2f));
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(-5.37397155531E-2f));
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(1.33314422036E-1f));
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(-3.33332819422E-1f));
+    __m512 p = horner(x2, poly::kTanh);
     __m512 small = _mm512_fmadd_ps(_mm512_mul_ps(p, x2), a.v, a.v);
     __m512 e = exp_ps(_mm512_add_ps(ax, ax));
     __m512 big = _mm512_sub_ps(_mm512_set1_ps(1.0f),
@@ -296,18 +296,8 @@ struct VecF16 {
     const __m512 lim = _mm512_set1_ps(9.0f);
     const __m512 x = _mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), lim), _mm512_min_ps(lim, a));
     const __m512 z = _mm512_mul_ps(x, x);
-    __m512 p = _mm512_set1_ps(8.368814401e-14f);
-    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-1.487668589e-11f));
-    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-5.858397855e-09f));
-    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(7.569105684e-06f));
-    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(2.759954391e-03f));
-    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(1.277611654e-01f));
-    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(1.000000142e+00f));
-    p = _mm512_mul_ps(p, x);
-    __m512 q = _mm512_set1_ps(2.045687482e-04f);
-    q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(2.312521542e-02f));
-    q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(4.610945506e-01f));
-    q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(1.0f));
+    const __m512 p = _mm512_mul_ps(horner(z, poly::kTanhFastP), x);
+    const __m512 q = horner(z, poly::kTanhFastQ);
     const __m512 one = _mm512_set1_ps(1.0f);
     // p / q as p * (1 / q): rcp14 and one Newton step (q in [1, 2e4]: ~1 ulp of 1 / q) instead of
     // the divider, whose throughput bounds the pointwise pass (one division per gate)
