@@ -38,7 +38,10 @@ def test_first_call_measures_and_remembers(measured: Path, monkeypatch: pytest.M
     assert torch.equal(torch.get_rng_state(), state)  # measuring drew no random number of the caller
     data = json.loads(measured.read_text())
     (key, entry), = data["choices"].items()
-    assert "grad=0" in key and "B=3 I=8 H=16" in key and "T>16" in key
+    assert "grad=0" in key and "B=3 I=8 H=16" in key and "T<=64" in key
+    # lengths bucket: 1, up to 16, up to 64 (measured at their length), longer (measured at 64 steps)
+    buckets = [dispatch.key_of(lstm, torch.randn(T, 3, 8), False).split()[3] for T in (1, 16, 17, 64, 65, 500)]
+    assert buckets == ["T1", "T<=16", "T<=64", "T<=64", "T>64", "T>64"]
     want = "fused" if entry["fused_s"] <= dispatch.MARGIN * entry["torch_s"] else "torch"
     assert entry["path"] == want == lstm.backend
     ref = torch.nn.LSTM(8, 16)
