@@ -42,6 +42,8 @@ class Trace(NamedTuple):
     dimension is absent for unbatched input), and (B, H) for :class:`LSTMCell`.
     ``h`` is the layer's output h_t, of size P instead of H when ``proj_size`` > 0. ``c`` and ``h``
     are the states actually carried (after zoneout). Steps past a sequence's length are 0.
+    With one layer and one direction the gates and ``c`` are views of the buffers the layer saved for
+    its backward (no copy): changing them in place makes that backward raise; change a ``clone()``.
     """
 
     i: Tensor
