@@ -390,6 +390,44 @@ def test_multi_block_layers_match_oracle(kern: None, cfg: dict[str, Any], split:
     assert_close(*run_split(cfg, split, coupled=False), rtol=tol)
 
 
+INFER_CASES = [
+    dict(T=1, B=3, I=4, H=13),
+    dict(T=2, B=5, I=4, H=20, lengths=True),
+    dict(T=7, B=6, I=5, H=40, zoneout=True, peephole=True, lengths=True),
+    dict(T=6, B=4, I=5, H=24, P=7, zoneout=True),
+    dict(T=5, B=4, I=5, H=19, layer_norm=True, zoneout=True, lengths=True),
+    dict(T=5, B=33, I=6, H=40, lengths=True),
+    dict(T=4, B=3, I=5, H=13, dtype=torch.float64, lengths=True, zoneout=True),
+]
+
+
+@needs_kernels
+@pytest.mark.parametrize(
+    "cfg", INFER_CASES, ids=["T1", "T2-len", "zone-peep-len", "proj-zone", "ln-zone-len", "B33-len", "f64"]
+)
+@pytest.mark.parametrize("split", [1, 2], ids=["units", "rows"])
+def test_inference_without_trace_matches_oracle(kern: None, cfg: dict[str, Any], split: int) -> None:
+    """No gradient and no trace: the cell state lives in two buffers in turn instead of a history."""
+    c = make_case(**cfg)
+    args = [c[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")]
+    kw = dict(w_hr=c["w_hr"], peephole=c["peephole"], zoneout_c=c["zoneout_c"], zoneout_h=c["zoneout_h"],
+              lengths=c["lengths"], ln=ln_of(c))  # fmt: skip
+    m = K._mod()
+    m.set_thread_split(split)
+    try:
+        with torch.no_grad():
+            y, hT, cT, tr = K.fused_layer(*args, **kw, num_threads=-2)  # type: ignore[arg-type]
+    finally:
+        m.set_thread_split(0)
+    assert tr is None
+    d = {k: (v.double() if isinstance(v, torch.Tensor) and k != "lengths" else v) for k, v in kw.items()}
+    if d["ln"] is not None:
+        d["ln"] = tuple(t.double() for t in d["ln"])
+    oy, ohT, ocT, _, _ = oracle(*[a.double() if a is not None else None for a in args], **d)
+    tol = 1e-10 if cfg.get("dtype") == torch.float64 else 1e-5
+    assert_close([y, hT, cT], [oy, ohT, ocT], ["y", "h_T", "c_T"], rtol=tol)
+
+
 def test_thread_split_mode_is_checked(kern: None) -> None:
     with pytest.raises(RuntimeError, match="mode must be"):
         K._mod().set_thread_split(3)

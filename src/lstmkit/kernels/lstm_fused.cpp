@@ -664,7 +664,10 @@ std::vector<Tensor> fused_forward(const Tensor& x, const Tensor& h0, const Tenso
   }
   const bool with_len = has(lengths);
   Tensor y = pooled({T, B, R}, opts);
-  Tensor hall, call = pooled({T + 1, B, H}, opts), ctil, gates;
+  // c of every step for the backward or a trace, else two (B, H) buffers in turn (inference: the
+  // history would be written to fresh lines every step, and nobody reads it)
+  const bool c_pingpong = !store_gates;
+  Tensor hall, call = pooled({c_pingpong ? std::min<int64_t>(T + 1, 2) : T + 1, B, H}, opts), ctil, gates;
   call[0].copy_(c0);
   if (with_len) {
     hall = pooled({T + 1, B, R}, opts);
@@ -713,6 +716,7 @@ std::vector<Tensor> fused_forward(const Tensor& x, const Tensor& h0, const Tenso
     k.y = y.data_ptr<T_>();
     k.hall = with_len ? hall.data_ptr<T_>() : nullptr;
     k.call = call.data_ptr<T_>();
+    k.c_pingpong = c_pingpong;
     k.ctil = ctil.defined() ? ctil.data_ptr<T_>() : nullptr;
     k.gates = gates.defined() ? gates.data_ptr<T_>() : nullptr;
     k.stream_gates = gates.defined() && H % Vec<T_>::L == 0 &&
@@ -732,7 +736,7 @@ std::vector<Tensor> fused_forward(const Tensor& x, const Tensor& h0, const Tenso
     }
     if (T > 0) parallel_region(nt, [&](Team& team, int p) { k.run(team, p); });
   });
-  Tensor hT, cT = call[T].clone();
+  Tensor hT, cT = call[c_pingpong ? (T & 1) : T].clone();
   if (with_len)
     hT = hall[T].clone();
   else

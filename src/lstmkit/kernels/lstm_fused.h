@@ -294,7 +294,9 @@ struct FwdLoop {
   // outputs
   T* y = nullptr;     // (T, B, R). Without lengths it is also the h state history: h_t = y[t].
   T* hall = nullptr;  // (T+1, B, R) h states, only with lengths (y is 0 past a sequence's end, h is not)
-  T* call = nullptr;  // (T+1, B, H) c states after zoneout; call[0] = c0 (filled by the caller)
+  T* call = nullptr;  // (T+1, B, H) c states after zoneout; call[0] = c0 (filled by the caller); with
+                      // c_pingpong (inference without a trace: nobody reads the history) (2, B, H)
+  bool c_pingpong = false;
   T* ctil = nullptr;  // (T, B, H) c before zoneout, only with zoneout_c (and saved for backward), else null
   T* gates = nullptr; // (T, B, 4H) activations i, f, g, o in torch's gate order, or null (inference)
   bool stream_gates = false;  // write gates with streaming stores (nobody reads them in this call;
@@ -314,6 +316,8 @@ struct FwdLoop {
   T eps = T(1e-5);
 
   inline bool valid(int64_t t, int64_t b) const { return len == nullptr || t < len[b]; }
+  // the (B, H) cell state before step t (after step t: cst(t + 1))
+  inline T* cst(int64_t t) const { return call + (c_pingpong ? (t & 1) : t) * B * H; }
   inline const T* hprev(int64_t t) const {
     if (hall) return hall + t * B * R;
     return t == 0 ? h0 : y + (t - 1) * B * R;
@@ -323,8 +327,8 @@ struct FwdLoop {
   // Past the end of sequence b: the state is carried, the trace and y are 0 (units hu..hu+n).
   inline void carry(int64_t t, int64_t b, int64_t hu, int64_t n) const {
     const int64_t tb = t * B + b;
-    copy_n(call + tb * H + hu, call + (tb + B) * H + hu, n);
-    if (ctil) copy_n(call + tb * H + hu, ctil + tb * H + hu, n);
+    copy_n(cst(t) + b * H + hu, cst(t + 1) + b * H + hu, n);
+    if (ctil) copy_n(cst(t) + b * H + hu, ctil + tb * H + hu, n);
     if (gates)
       for (int q = 0; q < 4; ++q) fill_n(gates + tb * 4 * H + q * H + hu, n, T(0));
     if (P > 0) {
@@ -344,7 +348,7 @@ struct FwdLoop {
     const int64_t tb = t * B + b;
     const V one = V::set1(T(1));
     const T* x = xp + tb * xp_rs;
-    const T* cp = call + tb * H;
+    const T* cp = cst(t) + b * H;
     int64_t hu[C];
     int n[C];
     V ai[C], af[C], ag[C], ao[C], c_prev[C], i[C], f[C], g[C], ct[C], o[C], h[C];
@@ -384,7 +388,7 @@ struct FwdLoop {
     for (int c = 0; c < C; ++c) h[c] = o[c] * fast_tanh(ct[c]);
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) {
-      T* cn = call + (tb + B) * H + hu[c];
+      T* cn = cst(t + 1) + b * H + hu[c];
       if (zc) {
         const V m = ld(zc + tb * H + hu[c], n[c]);
         st(fmadd(m, c_prev[c] - ct[c], ct[c]), cn, n[c]);  // m c_prev + (1 - m) ct
@@ -486,8 +490,8 @@ struct FwdLoop {
       for (; k < H4; ++k) z[k] = (z[k] - mz) * rz;
     }
     T* gp = gates ? gates + tb * H4 : rb;                               // (4H) activations
-    T* cb = ctil ? ctil + tb * H : (zc ? rb + H4 : call + (tb + B) * H);  // (H) c~
-    const T* cpr = call + tb * H;
+    T* cb = ctil ? ctil + tb * H : (zc ? rb + H4 : cst(t + 1) + b * H);  // (H) c~
+    const T* cpr = cst(t) + b * H;
     const T* x = xp + tb * H4;
     for (int64_t u = 0; u < NU; ++u) {
       const int64_t hu = u * L;
@@ -525,7 +529,7 @@ struct FwdLoop {
       const V ct = ld(cb + hu, n);
       const V yv = fmadd(ld(ln_gc + hu, n), (ct - mcv) * rcv, ld(ln_bc + hu, n));
       const V h = ld(gp + 3 * H + hu, n) * tanh(yv);
-      if (zc) st(fmadd(ld(zc + tb * H + hu, n), ld(cpr + hu, n) - ct, ct), call + (tb + B) * H + hu, n);
+      if (zc) st(fmadd(ld(zc + tb * H + hu, n), ld(cpr + hu, n) - ct, ct), cst(t + 1) + b * H + hu, n);
       if (P > 0) {
         st(h, hc + tb * H + hu, n);
         continue;
