@@ -123,6 +123,71 @@ constexpr float kTanhFastP[7] = {8.368814401e-14f, -1.487668589e-11f, -5.8583978
 constexpr float kTanhFastQ[4] = {2.045687482e-04f, 2.312521542e-02f, 4.610945506e-01f, 1.0f};
 }  // namespace poly
 
+// The activations, written once for the SIMD vector types (VecF8, VecF16). V provides set1, zero,
+// + - * and fmadd, and as static members: fnmadd (c - a b), min / max (the second operand when one
+// is NaN, as minps / maxps), round_nearest, scale2n (p 2^n), div, fast_div (p / q where an
+// approximate reciprocal may do), abs, or_sign (x | the sign bit of s), select_lt (a < c ? x : y)
+// and horner.
+namespace simd {
+#define LSTMKIT_AI __attribute__((always_inline)) inline
+// exp(x) for any x: Cephes expf. n = round(x log2 e), r = x - n ln2 in [-ln2/2, ln2/2], exp(r) by a
+// degree-7 polynomial, times 2^n. Inputs are clamped to [-87.3, 88.37] so that 2^n stays a normal
+// number (results below ~1e-38 come out as ~1e-38).
+template <class V>
+LSTMKIT_AI V exp(V x) {
+  x = V::min(x, V::set1(88.3762626647949f));
+  x = V::max(x, V::set1(-87.3365478515625f));
+  const V n = V::round_nearest(x * V::set1(1.44269504088896341f));
+  V r = V::fnmadd(n, V::set1(0.693359375f), x);
+  r = V::fnmadd(n, V::set1(-2.12194440e-4f), r);
+  V p = V::horner(r, poly::kExp);
+  p = fmadd(p, r * r, r);
+  p = p + V::set1(1.0f);
+  return V::scale2n(p, n);
+}
+// sigmoid(x) = 1 / (1 + exp(-x)); exact division keeps the relative error at the exp's.
+template <class V>
+LSTMKIT_AI V sigmoid(V a) {
+  return V::div(V::set1(1.0f), V::set1(1.0f) + exp(V::zero() - a));
+}
+// tanh: Cephes tanhf. |x| < 0.625: x + x^3 P(x^2); otherwise sign(x) (1 - 2 / (exp(2|x|) + 1)).
+template <class V>
+LSTMKIT_AI V tanh(V a) {
+  const V ax = V::abs(a);
+  const V x2 = a * a;
+  const V small = fmadd(V::horner(x2, poly::kTanh) * x2, a, a);
+  const V e = exp(ax + ax);
+  const V big = V::or_sign(V::set1(1.0f) - V::div(V::set1(2.0f), e + V::set1(1.0f)), a);
+  return V::select_lt(ax, V::set1(0.625f), small, big);
+}
+// tanh(x) = x P(x^2) / Q(x^2) on |x| <= 9 (P degree 6, Q degree 3 in x^2; a minimax fit of tanh on
+// [0, 9] made for lstmkit by the differential-correction algorithm), +-1 beyond. Measured max abs
+// error in float32: 4.4e-7 (tanh), 2.6e-7 (sigmoid), i.e. up to ~8 ulp where the Cephes versions
+// above have 1-2. One division and ~13 dependent multiply-adds: about half the work, which made the
+// pointwise pass of the plain time loops ~2x faster standalone. Used only there
+// (FwdLoop/BwdLoop::cells): the layer-norm variant normalises over the hidden units and can amplify
+// these errors (a row of near-equal c~ values, rstd up to 1/sqrt(eps)), so it keeps the accurate
+// functions, as do the streaming steps. NaN stays NaN (min/max return their second operand when one
+// is NaN).
+template <class V>
+LSTMKIT_AI V tanh_fast(V a) {
+  const V lim = V::set1(9.0f);
+  const V x = V::max(V::zero() - lim, V::min(lim, a));
+  const V z = x * x;
+  const V p = V::horner(z, poly::kTanhFastP) * x;
+  const V q = V::horner(z, poly::kTanhFastQ);
+  // |p / q| can round to just above 1 near the clamp: keep tanh in [-1, 1] (and sigmoid >= 0)
+  const V one = V::set1(1.0f);
+  return V::max(V::zero() - one, V::min(one, V::fast_div(p, q)));
+}
+template <class V>
+LSTMKIT_AI V sigmoid_fast(V a) {  // (1 + tanh(x / 2)) / 2
+  const V h = V::set1(0.5f);
+  return fmadd(tanh_fast(a * h), h, h);
+}
+#undef LSTMKIT_AI
+}  // namespace simd
+
 #if LSTMKIT_HAVE_AVX2
 // ---------------------------------------------------------------------------------------------
 // float x 8 with AVX2 + FMA.
@@ -157,85 +222,49 @@ struct VecF8 {
   friend inline VecF8 operator-(VecF8 a, VecF8 b) { return VecF8(_mm256_sub_ps(a.v, b.v)); }
   friend inline VecF8 operator*(VecF8 a, VecF8 b) { return VecF8(_mm256_mul_ps(a.v, b.v)); }
   friend inline VecF8 fmadd(VecF8 a, VecF8 b, VecF8 c) { return VecF8(_mm256_fmadd_ps(a.v, b.v, c.v)); }
+  // the primitives of the activations in namespace simd
   template <int N>
-  __attribute__((always_inline)) static inline __m256 horner(__m256 x, const float (&c)[N]) {
+  __attribute__((always_inline)) static inline VecF8 horner(VecF8 x, const float (&c)[N]) {
     __m256 p = _mm256_set1_ps(c[0]);
 #pragma GCC unroll 8
-    for (int k = 1; k < N; ++k) p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(c[k]));
-    return p;
+    for (int k = 1; k < N; ++k) p = _mm256_fmadd_ps(p, x.v, _mm256_set1_ps(c[k]));
+    return VecF8(p);
   }
-
-  // exp(x) for x <= 0 ... any x: Cephes expf. n = round(x log2 e), r = x - n ln2 in [-ln2/2, ln2/2],
-  // exp(r) by a degree-7 polynomial, times 2^n built in the exponent bits. Inputs are clamped to
-  // [-87.3, 88.37] so that 2^n stays a normal number (results below ~1e-38 come out as ~1e-38).
-  __attribute__((always_inline)) static inline __m256 exp_ps(__m256 x) {
-    x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3365478515625f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = horner(r, poly::kExp);
-    __m256 r2 = _mm256_mul_ps(r, r);
-    p = _mm256_fmadd_ps(p, r2, r);
-    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
-    // 2^n; n in [-126, 128) after the clamp. n = 128 (x near 88.37) is split in two factors.
-    __m256i ni = _mm256_cvtps_epi32(n);
-    __m256i half = _mm256_srai_epi32(ni, 1);
-    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, _mm256_set1_epi32(127)), 23));
-    __m256 s2 = _mm256_castsi256_ps(
+  static inline VecF8 fnmadd(VecF8 a, VecF8 b, VecF8 c) { return VecF8(_mm256_fnmadd_ps(a.v, b.v, c.v)); }
+  static inline VecF8 min(VecF8 a, VecF8 b) { return VecF8(_mm256_min_ps(a.v, b.v)); }
+  static inline VecF8 max(VecF8 a, VecF8 b) { return VecF8(_mm256_max_ps(a.v, b.v)); }
+  static inline VecF8 round_nearest(VecF8 a) {
+    return VecF8(_mm256_round_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  // p 2^n for integral n in [-126, 128]: 2^n built in the exponent bits, in two factors (2^128 is not
+  // a float)
+  static inline VecF8 scale2n(VecF8 p, VecF8 n) {
+    const __m256i ni = _mm256_cvtps_epi32(n.v);
+    const __m256i half = _mm256_srai_epi32(ni, 1);
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, _mm256_set1_epi32(127)), 23));
+    const __m256 s2 = _mm256_castsi256_ps(
         _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, half), _mm256_set1_epi32(127)), 23));
-    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+    return VecF8(_mm256_mul_ps(_mm256_mul_ps(p.v, s1), s2));
   }
-  // sigmoid(x) = 1 / (1 + exp(-x)); exact division keeps the relative error at the exp's.
-  __attribute__((always_inline)) friend inline VecF8 sigmoid(VecF8 a) {
-    __m256 e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), a.v));
-    return VecF8(_mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e)));
+  static inline VecF8 div(VecF8 a, VecF8 b) { return VecF8(_mm256_div_ps(a.v, b.v)); }
+  static inline VecF8 fast_div(VecF8 a, VecF8 b) { return div(a, b); }
+  static inline VecF8 abs(VecF8 a) { return VecF8(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), a.v)); }
+  static inline VecF8 or_sign(VecF8 x, VecF8 s) {
+    return VecF8(_mm256_or_ps(x.v, _mm256_and_ps(s.v, _mm256_set1_ps(-0.0f))));
   }
-  // tanh: Cephes tanhf. |x| < 0.625: x + x^3 P(x^2); otherwise sign(x) (1 - 2 / (exp(2|x|) + 1)).
-  __attribute__((always_inline)) friend inline VecF8 tanh(VecF8 a) {
-    const __m256 sign_mask = _mm256_set1_ps(-0.0f);
-    __m256 ax = _mm256_andnot_ps(sign_mask, a.v);
-    __m256 x2 = _mm256_mul_ps(a.v, a.v);
-    __m256 p = horner(x2, poly::kTanh);
-    __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(p, x2), a.v, a.v);
-    __m256 e = exp_ps(_mm256_add_ps(ax, ax));
-    __m256 big = _mm256_sub_ps(_mm256_set1_ps(1.0f),
-                               _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, _mm256_set1_ps(1.0f))));
-    big = _mm256_or_ps(big, _mm256_and_ps(a.v, sign_mask));
-    __m256 is_small = _mm256_cmp_ps(ax, _mm256_set1_ps(0.625f), _CMP_LT_OQ);
-    return VecF8(_mm256_blendv_ps(big, small, is_small));
+  static inline VecF8 select_lt(VecF8 a, VecF8 c, VecF8 x, VecF8 y) {
+    return VecF8(_mm256_blendv_ps(y.v, x.v, _mm256_cmp_ps(a.v, c.v, _CMP_LT_OQ)));
   }
-  // tanh(x) = x P(x^2) / Q(x^2) on |x| <= 9 (P degree 6, Q degree 3 in x^2; a minimax fit of
-  // tanh on [0, 9] made for lstmkit by the differential-correction algorithm), +-1 beyond.
-  // Measured max abs error in float32: 4.4e-7 (tanh), 2.6e-7 (sigmoid), i.e. up to ~8 ulp where the
-  // Cephes versions above have 1-2. One division and ~13 dependent multiply-adds: about half the
-  // work, which made the pointwise pass of the plain time loops ~2x faster standalone. Used only
-  // there (FwdLoop/BwdLoop::cells): the layer-norm variant normalises over the hidden units and can
-  // amplify these errors (a row of near-equal c~ values, rstd up to 1/sqrt(eps)), so it keeps the
-  // accurate functions, as do the streaming steps. NaN stays NaN (min/max return their second
-  // operand when one is NaN).
-  __attribute__((always_inline)) static inline __m256 tanh_fast_ps(__m256 a) {
-    const __m256 lim = _mm256_set1_ps(9.0f);
-    const __m256 x = _mm256_max_ps(_mm256_sub_ps(_mm256_setzero_ps(), lim), _mm256_min_ps(lim, a));
-    const __m256 z = _mm256_mul_ps(x, x);
-    const __m256 p = _mm256_mul_ps(horner(z, poly::kTanhFastP), x);
-    const __m256 q = horner(z, poly::kTanhFastQ);
-    // |p / q| can round to just above 1 near the clamp: keep tanh in [-1, 1] (and sigmoid >= 0)
-    const __m256 one = _mm256_set1_ps(1.0f);
-    return _mm256_max_ps(_mm256_sub_ps(_mm256_setzero_ps(), one), _mm256_min_ps(one, _mm256_div_ps(p, q)));
-  }
-  __attribute__((always_inline)) friend inline VecF8 fast_sigmoid(VecF8 a) {  // (1 + tanh(x / 2)) / 2
-    const __m256 h = _mm256_set1_ps(0.5f);
-    return VecF8(_mm256_fmadd_ps(tanh_fast_ps(_mm256_mul_ps(a.v, h)), h, h));
-  }
-  __attribute__((always_inline)) friend inline VecF8 fast_tanh(VecF8 a) { return VecF8(tanh_fast_ps(a.v)); }
+  __attribute__((always_inline)) friend inline VecF8 sigmoid(VecF8 a) { return simd::sigmoid(a); }
+  __attribute__((always_inline)) friend inline VecF8 tanh(VecF8 a) { return simd::tanh(a); }
+  __attribute__((always_inline)) friend inline VecF8 fast_sigmoid(VecF8 a) { return simd::sigmoid_fast(a); }
+  __attribute__((always_inline)) friend inline VecF8 fast_tanh(VecF8 a) { return simd::tanh_fast(a); }
 };
 
 #if LSTMKIT_HAVE_AVX512
 // ---------------------------------------------------------------------------------------------
-// float x 16 with AVX-512: the same functions as VecF8, lane for lane the same arithmetic (the
-// polynomials and their constants are VecF8's; 2^n of exp comes from scalef, which is exact).
+// float x 16 with AVX-512: the same functions as VecF8 (namespace simd); 2^n of exp comes from
+// scalef, and tanh_fast's division from rcp14 and one Newton step.
 struct VecF16 {
   static constexpr int L = 16;
   __m512 v;
@@ -254,62 +283,40 @@ struct VecF16 {
   friend inline VecF16 operator-(VecF16 a, VecF16 b) { return VecF16(_mm512_sub_ps(a.v, b.v)); }
   friend inline VecF16 operator*(VecF16 a, VecF16 b) { return VecF16(_mm512_mul_ps(a.v, b.v)); }
   friend inline VecF16 fmadd(VecF16 a, VecF16 b, VecF16 c) { return VecF16(_mm512_fmadd_ps(a.v, b.v, c.v)); }
+  // the primitives of the activations in namespace simd
   template <int N>
-  __attribute__((always_inline)) static inline __m512 horner(__m512 x, const float (&c)[N]) {
+  __attribute__((always_inline)) static inline VecF16 horner(VecF16 x, const float (&c)[N]) {
     __m512 p = _mm512_set1_ps(c[0]);
 #pragma GCC unroll 8
-    for (int k = 1; k < N; ++k) p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(c[k]));
-    return p;
+    for (int k = 1; k < N; ++k) p = _mm512_fmadd_ps(p, x.v, _mm512_set1_ps(c[k]));
+    return VecF16(p);
   }
-
-  __attribute__((always_inline)) static inline __m512 exp_ps(__m512 x) {
-    x = _mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f));
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.3365478515625f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = horner(r, poly::kExp);
-    __m512 r2 = _mm512_mul_ps(r, r);
-    p = _mm512_fmadd_ps(p, r2, r);
-    p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);  // p * 2^n, n in [-126, 128]
+  static inline VecF16 fnmadd(VecF16 a, VecF16 b, VecF16 c) { return VecF16(_mm512_fnmadd_ps(a.v, b.v, c.v)); }
+  static inline VecF16 min(VecF16 a, VecF16 b) { return VecF16(_mm512_min_ps(a.v, b.v)); }
+  static inline VecF16 max(VecF16 a, VecF16 b) { return VecF16(_mm512_max_ps(a.v, b.v)); }
+  static inline VecF16 round_nearest(VecF16 a) {
+    return VecF16(_mm512_roundscale_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
-  __attribute__((always_inline)) friend inline VecF16 sigmoid(VecF16 a) {
-    __m512 e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), a.v));
-    return VecF16(_mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
+  static inline VecF16 scale2n(VecF16 p, VecF16 n) { return VecF16(_mm512_scalef_ps(p.v, n.v)); }  // exact
+  static inline VecF16 div(VecF16 a, VecF16 b) { return VecF16(_mm512_div_ps(a.v, b.v)); }
+  // a * (1 / b): rcp14 and one Newton step (b in [1, 2e4] in tanh_fast: ~1 ulp of 1 / b) instead of
+  // the divider, whose throughput bounds the pointwise pass (one division per gate)
+  static inline VecF16 fast_div(VecF16 a, VecF16 b) {
+    __m512 r = _mm512_rcp14_ps(b.v);
+    r = _mm512_fmadd_ps(_mm512_fnmadd_ps(b.v, r, _mm512_set1_ps(1.0f)), r, r);
+    return VecF16(_mm512_mul_ps(a.v, r));
   }
-  __attribute__((always_inline)) friend inline VecF16 tanh(VecF16 a) {
-    const __m512 sign_mask = _mm512_set1_ps(-0.0f);
-    __m512 ax = _mm512_andnot_ps(sign_mask, a.v);
-    __m512 x2 = _mm512_mul_ps(a.v, a.v);
-    __m512 p = horner(x2, poly::kTanh);
-    __m512 small = _mm512_fmadd_ps(_mm512_mul_ps(p, x2), a.v, a.v);
-    __m512 e = exp_ps(_mm512_add_ps(ax, ax));
-    __m512 big = _mm512_sub_ps(_mm512_set1_ps(1.0f),
-                               _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(e, _mm512_set1_ps(1.0f))));
-    big = _mm512_or_ps(big, _mm512_and_ps(a.v, sign_mask));
-    __mmask16 is_small = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.625f), _CMP_LT_OQ);
-    return VecF16(_mm512_mask_blend_ps(is_small, big, small));
+  static inline VecF16 abs(VecF16 a) { return VecF16(_mm512_andnot_ps(_mm512_set1_ps(-0.0f), a.v)); }
+  static inline VecF16 or_sign(VecF16 x, VecF16 s) {
+    return VecF16(_mm512_or_ps(x.v, _mm512_and_ps(s.v, _mm512_set1_ps(-0.0f))));
   }
-  __attribute__((always_inline)) static inline __m512 tanh_fast_ps(__m512 a) {
-    const __m512 lim = _mm512_set1_ps(9.0f);
-    const __m512 x = _mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), lim), _mm512_min_ps(lim, a));
-    const __m512 z = _mm512_mul_ps(x, x);
-    const __m512 p = _mm512_mul_ps(horner(z, poly::kTanhFastP), x);
-    const __m512 q = horner(z, poly::kTanhFastQ);
-    const __m512 one = _mm512_set1_ps(1.0f);
-    // p / q as p * (1 / q): rcp14 and one Newton step (q in [1, 2e4]: ~1 ulp of 1 / q) instead of
-    // the divider, whose throughput bounds the pointwise pass (one division per gate)
-    __m512 r = _mm512_rcp14_ps(q);
-    r = _mm512_fmadd_ps(_mm512_fnmadd_ps(q, r, one), r, r);
-    return _mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), one), _mm512_min_ps(one, _mm512_mul_ps(p, r)));
+  static inline VecF16 select_lt(VecF16 a, VecF16 c, VecF16 x, VecF16 y) {
+    return VecF16(_mm512_mask_blend_ps(_mm512_cmp_ps_mask(a.v, c.v, _CMP_LT_OQ), y.v, x.v));
   }
-  __attribute__((always_inline)) friend inline VecF16 fast_sigmoid(VecF16 a) {
-    const __m512 h = _mm512_set1_ps(0.5f);
-    return VecF16(_mm512_fmadd_ps(tanh_fast_ps(_mm512_mul_ps(a.v, h)), h, h));
-  }
-  __attribute__((always_inline)) friend inline VecF16 fast_tanh(VecF16 a) { return VecF16(tanh_fast_ps(a.v)); }
+  __attribute__((always_inline)) friend inline VecF16 sigmoid(VecF16 a) { return simd::sigmoid(a); }
+  __attribute__((always_inline)) friend inline VecF16 tanh(VecF16 a) { return simd::tanh(a); }
+  __attribute__((always_inline)) friend inline VecF16 fast_sigmoid(VecF16 a) { return simd::sigmoid_fast(a); }
+  __attribute__((always_inline)) friend inline VecF16 fast_tanh(VecF16 a) { return simd::tanh_fast(a); }
 };
 
 template <>
