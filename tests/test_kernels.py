@@ -257,8 +257,8 @@ def test_fused_matches_oracle_float32(kern: None, cfg: dict[str, Any], coupled: 
 @needs_kernels
 @pytest.mark.parametrize("threads", [1, 2])
 def test_inference_trace_streamed_gates_match_oracle(kern: None, threads: int) -> None:
-    # no gradient + a trace: the gates go out with streaming stores (H a multiple of the float lanes, 8 or 16); lengths
-    # make some rows carry their state (trace 0 there)
+    # no gradient + a trace: the gates go out with streaming stores (H a multiple of the float lanes,
+    # 8 or 16); lengths make some rows carry their state (trace 0 there)
     case = make_case(T=7, B=3, I=5, H=16)
     lengths = torch.tensor([7, 4, 1])
     args = [case[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")]
