@@ -12,6 +12,10 @@
 //   wr   (NPP, H, 2L)     forward projection panels, NPP = ceil(P / 2L): wr[p][k][c] = W_hr[p*2L + c][k]
 //   wb   (NPR, 4H, 2L)    backward recurrent panels, NPR = ceil(R / 2L): wb[p][k][c] = W_hh[k][p*2L + c]
 //   wrb  (NPH, P, 2L)     backward projection panels, NPH = ceil(H / 2L): wrb[p][k][c] = W_hr[k][p*2L + c]
+//   wx   (NU, 2, I, 2L)   W_ih packed like wf, when the input projection runs inside the loop
+// With kRowNV<T> == 4 (float32 with AVX-512) the row split reads 4L-wide panels instead: wf and wx
+// as (NU, K, 4L) (the two halves side by side: gates i, f, g, o of a unit block), wb as
+// (ceil(R / 4L), 4H, 4L).
 //
 // Written by the backward for the weight-gradient GEMM (row split, float32, small layers):
 //   dpan (4H / 2L, T*B + 1, 2L)   da in panel layout, dpan[p][tb][c] = da[tb][p*2L + c], streamed
