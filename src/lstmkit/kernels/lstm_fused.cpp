@@ -12,7 +12,9 @@
 #include <mutex>
 #include <string>
 #include <type_traits>
+#if __has_include(<unistd.h>)
 #include <unistd.h>
+#endif
 #include <vector>
 
 #include "lstm_fused.h"
@@ -283,9 +285,13 @@ std::atomic<int>& split_override() {
 // B 64 H 512 (4 MB of W_hh) 1.02 forward+backward and 1.04-1.09 inference, B 8 H 512 1.65
 // inference. There the row split needs W_hh <= the L2 size as well (the AVX-512 build stands for
 // that machine: both rules are measurements, not a model).
+// A core's L2 in bytes (glibc's sysconf; 512 KB where unknown).
 int64_t l2_bytes() {
   static const int64_t v = [] {
-    const long s = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    long s = 0;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    s = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
     return s > 0 ? (int64_t)s : (int64_t)512 * 1024;
   }();
   return v;
@@ -301,15 +307,16 @@ bool choose_rows(int nt, int64_t B, int64_t whh_bytes, bool legal) {
 
 // The input projection inside the time loop ([x_t | h_{t-1}] @ [W_ih | W_hh]^T, plain layers
 // without a projection or layer norm): the (T, B, 4H) projections then never go through memory.
-//  * Row split: while [W_ih | W_hh], which each core reads every step, takes <= 3/4 of its L2 (384
-//    KB on the 512 KB L2 of the Zen 3 VM: train-small inference ~4 % faster, training within noise;
-//    1.5 MB on the Xeon's 2 MB: train-mid inference 4 % faster, training even).
+//  * Row split: while [W_ih | W_hh], which each core reads every step, takes <= 384 KB (AVX2 build;
+//    3/4 of the Zen 3 VM's 512 KB L2: train-small inference ~4 % faster, training within noise), or
+//    <= 3/4 of a core's L2 (AVX-512 build; 1.5 MB on the Xeon VM: train-mid inference 4 % faster,
+//    training even).
 //  * Unit split (AVX-512 build, see choose_rows): from 32 rows, where a thread's share of the
 //    weights is used by many rows per read. Xeon VM, with / without: B 64 H 512 0.90 inference,
 //    0.96 forward+backward; B 64 I 1024 H 512 0.90; but B 16 H 512 1.02, B 8 H 512 1.20.
 bool choose_proj_in_loop(bool by_rows, int64_t B, int64_t w_bytes, bool legal) {
   if (!legal) return false;
-  if (by_rows) return w_bytes * 4 <= l2_bytes() * 3;
+  if (by_rows) return compiled_with_avx512() ? w_bytes * 4 <= l2_bytes() * 3 : w_bytes <= 384 * 1024;
   return compiled_with_avx512() && B >= 32;
 }
 
@@ -569,7 +576,8 @@ void check_tensor(const Tensor& t, const char* name, at::ScalarType st, int64_t 
 
 // ================================================================================================
 // forward of one layer, one direction
-// returns {y (T,B,R), h_T (B,R), c_T (B,H), gates (T,B,4H) or empty, c_all (T+1,B,H),
+// returns {y (T,B,R), h_T (B,R), c_T (B,H), gates (T,B,4H) or empty, c_all (T+1,B,H) with
+//          store_gates (else two (B,H) states used in turn: (min(T+1, 2),B,H), not a history),
 //          h_all (T+1,B,R) with lengths or empty, c_til (T,B,H) with zoneout_c or empty,
 //          hc (T,B,H) with a projection or empty,
 //          with layer_norm (else empty): zx = x W_ih^T (T*B,4H), its LN mean and rstd (T*B,1),
@@ -802,7 +810,7 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
   Tensor lenc = with_len ? lengths->contiguous() : Tensor();
   const int64_t* len = with_len ? lenc.data_ptr<int64_t>() : nullptr;
   Tensor zhc = has(zh) ? zh->contiguous() : Tensor();
-  Tensor wb = pack_panels(w_hh.contiguous(), L);  // (NPR, 4H, 2L); 4L wide with the row split, see below
+  Tensor wb;  // (NPR, 4H, 2L); 4L wide with the row split on AVX-512, see below
   Tensor wrb, dht, dhc;
   if (P > 0) {
     wrb = pack_panels(w_hr->contiguous(), L);  // (NPH, P, 2L)
@@ -821,7 +829,7 @@ std::vector<Tensor> fused_backward(const Tensor& x, const Tensor& h0, const Tens
   const bool by_rows =
       choose_rows(nt, B, 4 * H * R * (int64_t)x.element_size(), P == 0 && !with_ln && !peepc.defined());
   // the row split reads W_hh in 4L-wide panels (kRowNV: float32 with AVX-512): (ceil(R / 4L), 4H, 4L)
-  if (by_rows && st == at::kFloat && kRowNV<float> == 4) wb = pack_panels(w_hh.contiguous(), 2 * L);
+  wb = pack_panels(w_hh.contiguous(), by_rows && st == at::kFloat && kRowNV<float> == 4 ? 2 * L : L);
   Tensor da = pooled({T, B, 4 * H}, opts);
   // Small float32 layers get their weight gradients from weight_grad_gemm. With the row split the
   // loop also streams da into panel layout for it, blocks (T * B, 2L) da_ks apart (packing da there
