@@ -171,13 +171,14 @@ void transpose_block(const T* s, int64_t rows, int64_t cols, int64_t lds, T* d, 
 }
 
 // W_hh (4H, R) -> wf (NU, 2, R, 2L): wf[u][half][k][j*L + l] = W_hh[(2*half + j)*H + u*L + l][k], 0 for
-// units >= H
+// units >= H. wide: the two halves side by side, (NU, R, 4L) (the row split with kRowNV == 4).
 template <typename T>
-void pack_wf_loop(const T* w, int64_t H, int64_t R, int64_t L, T* out) {
-  const int64_t NU = (H + L - 1) / L, W = 2 * L;
+void pack_wf_loop(const T* w, int64_t H, int64_t R, int64_t L, bool wide, T* out) {
+  const int64_t NU = (H + L - 1) / L, W = (wide ? 4 : 2) * L;
   for (int64_t u = 0; u < NU; ++u)
     for (int half = 0; half < 2; ++half) {
-      T* o = out + (u * 2 + half) * R * W;  // R x 2L, small: stays in L1 while its 2L rows scatter in
+      // R x 2L (in rows W apart), small: stays in L1 while its 2L rows scatter in
+      T* o = wide ? out + u * R * W + half * 2 * L : out + (u * 2 + half) * R * W;
       if ((u + 1) * L <= H) {  // a whole unit block: (L units, R) of each gate transposed into place
         for (int j = 0; j < 2; ++j) transpose_block(w + ((2 * half + j) * H + u * L) * R, L, R, R, o + j * L, W);
         continue;
@@ -196,12 +197,13 @@ void pack_wf_loop(const T* w, int64_t H, int64_t R, int64_t L, T* out) {
     }
 }
 
-Tensor pack_wf(const Tensor& w_hh, int64_t H, int64_t L) {
+Tensor pack_wf(const Tensor& w_hh, int64_t H, int64_t L, bool wide = false) {
   const Tensor w = w_hh.contiguous();
   const int64_t R = w.size(1), NU = round_up(H, L) / L;
-  Tensor out = at::empty({NU, 2, R, 2 * L}, w.options());
-  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "lstmkit_pack_wf",
-                             [&] { pack_wf_loop<scalar_t>(w.data_ptr<scalar_t>(), H, R, L, out.data_ptr<scalar_t>()); });
+  Tensor out = wide ? at::empty({NU, R, 4 * L}, w.options()) : at::empty({NU, 2, R, 2 * L}, w.options());
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "lstmkit_pack_wf", [&] {
+    pack_wf_loop<scalar_t>(w.data_ptr<scalar_t>(), H, R, L, wide, out.data_ptr<scalar_t>());
+  });
   return out;
 }
 
@@ -454,18 +456,6 @@ inline void tn_tile(const float* __restrict a, int64_t lda, const float* __restr
   }
 }
 
-// tn_tile<mr> for a run-time mr in 1..MRMAX
-template <int MRMAX, int MR = 1>
-inline void tn_tile_n(int mr, const float* a, int64_t lda, const float* d, int64_t kn, float* tile, bool first) {
-  if constexpr (MR < MRMAX) {
-    if (mr != MR) {
-      tn_tile_n<MRMAX, MR + 1>(mr, a, lda, d, kn, tile, first);
-      return;
-    }
-  }
-  tn_tile<MR>(a, lda, d, kn, tile, first);
-}
-
 // Bytes of weight_grad_gemm's tiles per thread. The kernel is used while they fit in a core's L2 with
 // room to spare (train-small: 200 KB); larger layers go to MKL (at train-large, 3 MB of tiles per thread
 // made the whole forward+backward ~5 % slower than MKL; train-mid, 0.8 MB, was even).
@@ -544,7 +534,9 @@ void weight_grad_gemm(const float* D, int64_t K, int64_t N, const std::vector<AG
             const float* a = sg.a + (k0 - sg.k0) * sg.lda + b.m0;
             const float* d = dp + (k0 - kb) * W;
             const bool first = k0 == 0;
-            tn_tile_n<kMR>(b.mr, a, sg.lda, d, k1 - k0, tile, first);
+            with_height<kMR>(b.mr, [&](auto h) {
+              tn_tile<decltype(h)::value>(a, sg.lda, d, k1 - k0, tile, first);
+            });
           }
         }
       }
@@ -658,13 +650,9 @@ std::vector<Tensor> fused_forward(const Tensor& x, const Tensor& h0, const Tenso
       at::mm_out(xp, x2, w_ih.t());
     }
   }
-  // the row split with 4L-wide panels (kRowNV: float32 with AVX-512): both halves of a unit block side by
-  // side, (NU, 2, K, 2L) -> (NU, K, 4L)
+  // the row split with 4L-wide panels (kRowNV: float32 with AVX-512): (NU, K, 4L)
   const bool wide_rows = by_rows && st == at::kFloat && kRowNV<float> == 4;
-  auto widen = [&](const Tensor& w) {
-    return wide_rows ? w.permute({0, 2, 1, 3}).contiguous().view({w.size(0), w.size(2), 4 * L}) : w;
-  };
-  Tensor wf = widen(pack_wf(w_hh.contiguous(), H, L));
+  Tensor wf = pack_wf(w_hh, H, L, wide_rows);
   Tensor wr, hc;
   if (P > 0) {
     wr = pack_panels(w_hr->t(), L);  // W_hr^T (H, P)
@@ -691,7 +679,7 @@ std::vector<Tensor> fused_forward(const Tensor& x, const Tensor& h0, const Tenso
   Tensor zcc = has(zc) ? zc->contiguous() : Tensor();
   Tensor zhc = has(zh) ? zh->contiguous() : Tensor();
   Tensor lenc = with_len ? lengths->contiguous() : Tensor();
-  Tensor wx = proj_in_loop ? widen(pack_wf(w_ih.contiguous(), H, L)) : Tensor();
+  Tensor wx = proj_in_loop ? pack_wf(w_ih, H, L, wide_rows) : Tensor();
   Tensor scratch = at::empty({nt, B, 4 * Hp}, opts);
   Tensor zhat, rstd_h, stat_c, rowbuf, lnc[6];
   if (with_ln) {

@@ -9,16 +9,14 @@
 // has 32 zmm registers, room for MR * NV <= 28 (kMRMax: the tallest row block the loops use).
 #pragma once
 
-#include "lstm_simd.h"
+#include <type_traits>
 
-#ifndef LSTMKIT_MRMAX16
-#define LSTMKIT_MRMAX16 12
-#endif
+#include "lstm_simd.h"
 
 namespace lstmkit {
 
 template <typename T>
-constexpr int kMRMax = Vec<T>::L == 16 ? LSTMKIT_MRMAX16 : 6;
+constexpr int kMRMax = Vec<T>::L == 16 ? 12 : 6;
 
 // The row-split time loops multiply a thread's few rows (4 at train-small) by all of W_hh: with
 // AVX-512 their panels are 4L wide (MR x 4 accumulators, MR <= 6), which shares each broadcast row
@@ -76,16 +74,17 @@ inline void run_block2(const T* A, int64_t lda, const T* panel, int64_t K, const
   fn(r, acc);
 }
 
-template <typename T, int NV, int MRMAX, int MR = 1, typename F>
-inline void run_block2_n(int64_t mr, const T* A, int64_t lda, const T* panel, int64_t K, const T* A2, int64_t lda2,
-                         const T* panel2, int64_t K2, int64_t r, F& fn) {
-  if constexpr (MR < MRMAX) {
-    if (mr != MR) {
-      run_block2_n<T, NV, MRMAX, MR + 1>(mr, A, lda, panel, K, A2, lda2, panel2, K2, r, fn);
+// f(std::integral_constant<int, n>{}) for a run-time n in 1..MAX: a kernel templated on its height
+// picked at run time
+template <int MAX, int N = 1, typename F>
+inline void with_height(int64_t n, F&& f) {
+  if constexpr (N < MAX) {
+    if (n != N) {
+      with_height<MAX, N + 1>(n, f);
       return;
     }
   }
-  run_block2<T, NV, MR>(A, lda, panel, K, A2, lda2, panel2, K2, r, fn);
+  f(std::integral_constant<int, N>{});
 }
 
 template <typename T, int MRMAX, int NV, typename F>
@@ -98,7 +97,9 @@ inline void for_row_blocks2(const T* A, int64_t lda, const T* panel, int64_t K, 
   int64_t r = 0;
   for (int64_t blk = 0; blk < nb; ++blk) {
     const int64_t mr = base + (blk < extra ? 1 : 0);
-    run_block2_n<T, NV, MRMAX>(mr, A, lda, panel, K, A2, lda2, panel2, K2, r, fn);
+    with_height<MRMAX>(mr, [&](auto h) {
+      run_block2<T, NV, decltype(h)::value>(A, lda, panel, K, A2, lda2, panel2, K2, r, fn);
+    });
     r += mr;
   }
 }
