@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .errors import InputError
+
 # task parameters: CLI flag dest -> the task's parameter name
 TASK_FLAGS = {
     "length": "T",
@@ -56,7 +58,7 @@ TRAIN_FLAGS = (
 )
 
 
-class UsageError(ValueError):
+class UsageError(InputError):
     """Bad input from the command line: printed as one line, exit status 2."""
 
 

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
+
 Split = Literal["val", "test"]
 InputType = Literal["tokens", "vector"]
 TargetKind = Literal["class_last", "class_steps", "multilabel_steps", "regress_last", "regress_horizon"]
@@ -25,7 +27,7 @@ TargetKind = Literal["class_last", "class_steps", "multilabel_steps", "regress_l
 LN2 = math.log(2.0)
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Bad input data or parameters.
 
     The message is one line saying what was wrong and how to fix it; the CLI prints it and exits

@@ -17,10 +17,11 @@ import torch
 from torch import nn
 
 from ..core import LSTM
+from ..errors import InputError
 from ..models import SequenceModel
 
 
-class ExportError(ValueError):
+class ExportError(InputError):
     """A model that cannot be exported to the requested format (one line: what and what to do)."""
 
 

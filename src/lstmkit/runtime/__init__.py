@@ -7,8 +7,9 @@
     y_t = stream.step(x_t)                     # one step per call, the state carried
 
 float32 or int8/int4 weights (one scale per output row); every variant of lstmkit's cell in
-evaluation mode. This package imports only NumPy and its own modules (relative imports), so it
-also loads from its folder alone on a device without torch.
+evaluation mode. This package imports only NumPy, its own modules and ``lstmkit.errors`` (which
+imports nothing), so on a device without torch it loads from its folder together with ``errors.py``
+and the package's ``__init__.py`` (whose imports of torch are lazy).
 """
 
 from __future__ import annotations

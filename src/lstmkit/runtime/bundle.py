@@ -27,13 +27,15 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
+
 FORMAT = "lstmkit-runtime"
 VERSION = 1
 DTYPES = {"float32": np.float32, "int8": np.int8, "uint8": np.uint8}
 ALIGN = 64
 
 
-class BundleError(ValueError):
+class BundleError(InputError):
     """A runtime bundle that cannot be used: one line naming the file and the problem."""
 
 

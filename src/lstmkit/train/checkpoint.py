@@ -23,10 +23,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from ..errors import InputError
+
 STATE_VERSION = 1
 
 
-class RunError(ValueError):
+class RunError(InputError):
     """A run folder or file that cannot be used: one line naming the file and the problem."""
 
 
