@@ -14,6 +14,7 @@ import pytest
 from conftest import tiny_mystery_args
 
 from lstmkit.cli import main
+from lstmkit.errors import InputError
 
 TINY = [*tiny_mystery_args(hidden=8, embedding=4, batch=4), "--eval-every", "5"]
 
@@ -43,18 +44,79 @@ GOOD_CSV = "t,y,z\n" + "".join(f"{i},{(i * 7) % 13},{i % 5}\n" for i in range(20
 @pytest.mark.parametrize(
     "args,words",
     [
-        (["train", "nosuchtask"], "unknown task 'nosuchtask'"),
-        (["train", "text", "--text-file", "/nonexistent/file.txt"], "/nonexistent/file.txt"),
-        (["train", "mystery", "--length", "-3"], "T=-3"),
+        (["train", "nosuchtask", "--out", "{tmp}/o"], "unknown task 'nosuchtask'"),
+        (["train", "text", "--text-file", "/nonexistent/file.txt", "--out", "{tmp}/o"], "/nonexistent/file.txt"),
+        (["train", "mystery", "--length", "-3", "--out", "{tmp}/o"], "T=-3"),
         (["evaluate", "/nonexistent/run"], "not a run folder"),
         (["sample", "/nonexistent/run"], "not a run folder"),
         (["explore", "/nonexistent/run"], "not a run folder"),
+        (["compress", "/nonexistent/run", "--method", "quantize", "--out", "{tmp}/c"], "not a run folder"),
+        (["export", "/nonexistent/run", "--format", "runtime", "--out", "{tmp}/b"], "not a run folder"),
+        (["export", "/nonexistent/run", "--format", "onnx", "--bits", "8", "--out", "{tmp}/m.onnx"], "--bits"),
+        (["demo", "--budget", "0", "--out", "{tmp}/d"], "--budget"),
     ],
 )
 def test_bad_input_exits_2(args, words, capsys, tmp_path):
-    assert main([*args, "--out", str(tmp_path / "o")] if args[0] == "train" else args) == 2
+    """A bad input of each command: exit 2 and one line naming it (argparse's own errors: bench below)."""
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in args]) == 2
     err = _err(capsys)
-    assert words in err and "Traceback" not in err
+    assert err.startswith(f"lstmkit {args[0]}: error: ") and words in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()  # the demo checks its budget before it writes anything
+
+
+def test_unknown_option_of_bench_exits_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--slow"])
+    assert e.value.code == 2
+    assert "unrecognized arguments: --slow" in _err(capsys)
+
+
+def _raise(exc: BaseException):
+    def fail(*args, **kwargs):
+        raise exc
+
+    return fail
+
+
+@pytest.mark.parametrize(
+    "exc,status",
+    [
+        (ValueError("shapes (3, 4) and (5, 6) not aligned"), 1),  # a library bug, not the user's input
+        (RuntimeError("boom"), 1),
+        (KeyError("hidden_size"), 1),
+        (InputError("--quick takes no value"), 2),
+        (FileNotFoundError(2, "No such file or directory", "x.csv"), 2),
+        (PermissionError(13, "Permission denied", "runs/x"), 2),
+        (NotADirectoryError(20, "Not a directory", "runs/x/y"), 2),
+    ],
+)
+def test_exit_status_tells_bug_from_bad_input(exc, status, monkeypatch, capsys):
+    """Exit 2 only for bad input (InputError, a missing or unreadable file); any other exception is a bug:
+    exit 1, the traceback and a line saying so."""
+    import lstmkit.bench
+
+    monkeypatch.setattr(lstmkit.bench, "run", _raise(exc))
+    assert main(["bench", "--quick"]) == status
+    err = capsys.readouterr().err
+    if status == 2:
+        assert len(err.strip().splitlines()) == 1 and err.startswith("lstmkit bench: error: "), err
+        assert "Traceback" not in err
+    else:
+        assert "Traceback (most recent call last)" in err and "bug in lstmkit" in err, err
+        assert f"lstmkit bench: internal error: {type(exc).__name__}" in err
+    with pytest.raises(type(exc)):  # --debug: the exception itself, whatever it is
+        main(["--debug", "bench", "--quick"])
+
+
+def test_library_bug_in_a_command_exits_1(mystery_run, monkeypatch, capsys):
+    """A plain ValueError raised deep inside a command (here the evaluation of the task) is a bug: exit 1."""
+    from lstmkit.data.base import Task
+
+    monkeypatch.setattr(Task, "evaluate", _raise(ValueError("operands could not be broadcast together")))
+    capsys.readouterr()
+    assert main(["evaluate", str(mystery_run)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "internal error: ValueError: operands could not be broadcast" in err
 
 
 def test_unknown_option_exits_2(capsys):

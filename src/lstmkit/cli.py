@@ -1,13 +1,15 @@
 """The command line: argument parsing only; every command calls a library function.
 
-Exit status: 0 success; 2 bad input or usage (one line on stderr saying what and how to fix it;
-the traceback only with --debug); 1 only for a bug.
+Exit status: 0 success; 2 bad input or usage, that is an :class:`~lstmkit.errors.InputError` or a
+missing or unreadable file (one line on stderr saying what and how to fix it; the traceback only with
+--debug); 1 only for a bug: any other exception, printed with its traceback and a line saying so.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,7 +36,6 @@ TASK_FLAGS = {
     "season": "season",
     "delimiter": "delimiter",
 }
-VARIANT_FLAGS = ("forget_bias", "peephole", "layer_norm", "coupled", "zoneout", "weight_drop")
 TRAIN_FLAGS = (
     "seed",
     "arch",
@@ -80,6 +81,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _train_config(args: argparse.Namespace) -> Any:
+    from .core.variants import VARIANTS as VARIANT_FLAGS
     from .train import TrainConfig
 
     task_params = {TASK_FLAGS[k]: getattr(args, k) for k in TASK_FLAGS if getattr(args, k, None) is not None}
@@ -351,6 +353,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# What a user can get wrong: exit 2 with one line. Everything else is a bug in lstmkit: exit 1.
+USER_FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -361,17 +372,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, TrainingStopped) as e:
-        # ValueError covers DataError, RunError and every validation error of the library
+    except (InputError, *USER_FILE_ERRORS, TrainingStopped) as e:
         if args.debug:
             raise
-        text = str(e).strip().splitlines()
-        msg = text[0] if text else type(e).__name__
-        print(f"lstmkit {args.command}: error: {msg}", file=sys.stderr)
+        print(f"lstmkit {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted (the last checkpoint is kept; continue with --resume)", file=sys.stderr)
         return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        traceback.print_exc()
+        print(
+            f"lstmkit {args.command}: internal error: {type(e).__name__}: {_one_line(e)}\n"
+            "This is a bug in lstmkit, not in your input: please report it with the traceback above.",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
+from .errors import InputError
 from .train import TrainConfig, TrainResult, train
 
 MYSTERY = {"T": 100, "suspects": 4, "red_herrings": 2}
@@ -40,13 +41,13 @@ def _cfg(arch: Literal["lstm", "gru", "rnn"], budget: float) -> TrainConfig:
 def run_demo(out: str | Path = "runs/demo", budget: float = 60.0, progress: bool = True) -> dict[str, Any]:
     out = Path(out)
     if budget <= 0:
-        raise ValueError(f"--budget must be a positive number of seconds, got {budget}")
+        raise InputError(f"--budget must be a positive number of seconds, got {budget}")
     for arch in ("lstm", "rnn"):
         old = out / arch
         if old.exists():
             cfg = old / "config.json"
             if not cfg.exists() or '"mystery"' not in cfg.read_text(encoding="utf-8", errors="replace"):
-                raise ValueError(f"{old} exists and is not a demo run; remove it or choose another --out")
+                raise InputError(f"{old} exists and is not a demo run; remove it or choose another --out")
             shutil.rmtree(old)  # a previous demo's run: the demo starts from scratch each time
 
     def say(text: str) -> None:

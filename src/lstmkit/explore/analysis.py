@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = [
     "Retention",
     "RetentionHistogram",
@@ -75,7 +77,7 @@ def _steps_first(values: Any, fn: str) -> np.ndarray:
     if a.ndim == 2:
         a = a[:, None, :]
     if a.ndim != 3:
-        raise ValueError(f"{fn}: expected an array of shape (T, H) or (T, B, H), got shape {a.shape}")
+        raise InputError(f"{fn}: expected an array of shape (T, H) or (T, B, H), got shape {a.shape}")
     return a.astype(np.float64, copy=False)
 
 
@@ -115,10 +117,10 @@ def retention(f: Any, *, max_lag: int | None = None, max_starts: int | None = No
     fv = _steps_first(f, "retention")
     T, _, H = fv.shape
     if T < 2:
-        raise ValueError(f"retention: need at least 2 steps to measure retention, got T={T}")
+        raise InputError(f"retention: need at least 2 steps to measure retention, got T={T}")
     K = T - 1 if max_lag is None else int(max_lag)
     if not 1 <= K <= T - 1:
-        raise ValueError(f"retention: max_lag must be in [1, T-1] = [1, {T - 1}], got {max_lag}")
+        raise InputError(f"retention: max_lag must be in [1, T-1] = [1, {T - 1}], got {max_lag}")
     # Sum of logs instead of running products: prod f[t+1..t+k] = exp(L[t+k+1] - L[t+1]).
     # Clipping keeps f = 0 finite (exp(-69) is zero for every purpose here).
     logf = np.log(np.clip(fv, 1e-30, 1.0))
@@ -216,7 +218,7 @@ def saturation(
         if a.ndim == 2:
             a = a[None]
         if a.ndim < 3:
-            raise ValueError(f"saturation: gate {name!r} must be (L*D, T, ..., H) or (T, H), got {a.shape}")
+            raise InputError(f"saturation: gate {name!r} must be (L*D, T, ..., H) or (T, H), got {a.shape}")
         a = a.reshape(a.shape[0], -1, a.shape[-1])  # (L, N, H)
         lows.append((a < low).mean(axis=1))
         highs.append((a > high).mean(axis=1))
@@ -249,7 +251,7 @@ def unit_search(
     v = _steps_first(values, "unit_search")[:, seq, :]
     T = v.shape[0]
     if not 0 <= t0 < t1 <= T:
-        raise ValueError(f"unit_search: need 0 <= t0 < t1 <= T={T}, got t0={t0}, t1={t1}")
+        raise InputError(f"unit_search: need 0 <= t0 < t1 <= T={T}, got t0={t0}, t1={t1}")
     on = (v[t0:t1] > threshold).all(axis=0)
     if off_outside:
         if t0 > 0:
@@ -301,7 +303,7 @@ def find_matches(
     if u.size == 0:
         return []
     if u.min() < 0 or u.max() >= v.shape[2]:
-        raise ValueError(f"find_matches: unit indices must be in [0, {v.shape[2]}), got {u.tolist()}")
+        raise InputError(f"find_matches: unit indices must be in [0, {v.shape[2]}), got {u.tolist()}")
     sel = v[:, :, u]  # (T, B, U)
     together = np.asarray((sel > threshold).all(axis=2))  # (T, B)
     out: list[Match] = []
@@ -357,7 +359,7 @@ def unit_scores(
         if s.ndim == 1:
             s = s[:, None]
         if s.shape != v.shape[:2]:
-            raise ValueError(f"unit_scores: signal must be (T,) or (T, B) = {v.shape[:2]}, got {s.shape}")
+            raise InputError(f"unit_scores: signal must be (T,) or (T, B) = {v.shape[:2]}, got {s.shape}")
         x = flat - flat.mean(axis=0)
         y = s.reshape(-1) - s.mean()
         denom = np.sqrt((x**2).sum(axis=0) * (y**2).sum())
@@ -564,7 +566,7 @@ def _culprit_from_tokens(toks: Sequence[str], b: int) -> str:
     cleared = {t[len(ALIBI_PREFIX) :] for t in toks if t.startswith(ALIBI_PREFIX)}
     left = sorted(set(clued) - cleared)
     if len(left) != 1:
-        raise ValueError(
+        raise InputError(
             f"mystery_report: cannot infer the culprit of story {b} from its tokens "
             f"(suspects with a clue and no alibi: {left}); pass culprits="
         )
@@ -629,14 +631,14 @@ def mystery_report(
             layer_row = layer % a.shape[0]
             a = a[layer_row]
         if a.ndim != 3:
-            raise ValueError(f"mystery_report: {name} must be (T, B, H) or (L*D, T, B, H), got {a.shape}")
+            raise InputError(f"mystery_report: {name} must be (T, B, H) or (L*D, T, B, H), got {a.shape}")
         arrays[name] = a.astype(np.float64, copy=False)
     T, B, H = arrays["c"].shape
     for name, a in arrays.items():
         if a.shape != (T, B, H):
-            raise ValueError(f"mystery_report: {name} has shape {a.shape}, c has {(T, B, H)}")
+            raise InputError(f"mystery_report: {name} has shape {a.shape}, c has {(T, B, H)}")
     if len(tokens) != B or any(len(t) != T for t in tokens):
-        raise ValueError(f"mystery_report: tokens must be {B} lists of {T} strings (one per story)")
+        raise InputError(f"mystery_report: tokens must be {B} lists of {T} strings (one per story)")
 
     # Who is the culprit of each story, as a name where we can know it.
     names: list[str] = []
@@ -644,7 +646,7 @@ def mystery_report(
         names = [_culprit_from_tokens(tokens[b], b) for b in range(B)]
     else:
         if len(culprits) != B:
-            raise ValueError(f"mystery_report: {len(culprits)} culprits given for {B} stories")
+            raise InputError(f"mystery_report: {len(culprits)} culprits given for {B} stories")
         for c in culprits:
             if isinstance(c, str):
                 names.append(c)
@@ -664,7 +666,7 @@ def mystery_report(
         toks = tokens[b]
         qs = [t for t, tok in enumerate(toks) if tok == QUESTION]
         if not qs:
-            raise ValueError(f"mystery_report: story {b} has no question token {QUESTION!r}")
+            raise InputError(f"mystery_report: story {b} has no question token {QUESTION!r}")
         q_steps[b] = qs[-1]
         for t, tok in enumerate(toks):
             kinds[t, b] = token_kind(tok) if t <= q_steps[b] else "pad"

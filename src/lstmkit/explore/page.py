@@ -19,7 +19,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -28,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import atomic
+from ..errors import InputError
 from .analysis import QUANTITIES, get_quantity, retention, retention_histogram, saturation
 
 __all__ = ["build_page", "write_page", "display_token", "trace_for_sequence", "page_data"]
@@ -71,7 +72,7 @@ def trace_for_sequence(trace: Any, seq: int = 0) -> dict[str, np.ndarray]:
     for q in QUANTITIES:
         a = get_quantity(trace, q)
         if a.ndim != 4:
-            raise ValueError(f"trace_for_sequence: {q} must be (L*D, T, B, H), got shape {a.shape}")
+            raise InputError(f"trace_for_sequence: {q} must be (L*D, T, B, H), got shape {a.shape}")
         out[q] = np.ascontiguousarray(a[:, :, seq, :])
     return out
 
@@ -99,7 +100,7 @@ def _check_trace(trace: Any, tokens: Sequence[str]) -> dict[str, np.ndarray]:
         if a.ndim == 2:  # (T, H): one layer
             a = a[None]
         if a.ndim != 3:
-            raise ValueError(
+            raise InputError(
                 f"build_page: trace[{q!r}] must be (L*D, T, H) for one sequence, got shape {a.shape}; "
                 "for a batch trace use trace_for_sequence(trace, seq)"
             )
@@ -108,13 +109,13 @@ def _check_trace(trace: Any, tokens: Sequence[str]) -> dict[str, np.ndarray]:
     for q, a in arrays.items():
         want = (LD, T) if q == "h" else (LD, T, H)
         if a.shape[: len(want)] != want:
-            raise ValueError(f"build_page: trace[{q!r}] has shape {a.shape}, expected {want} + (units,)")
+            raise InputError(f"build_page: trace[{q!r}] has shape {a.shape}, expected {want} + (units,)")
         if not np.isfinite(a).all():
-            raise ValueError(f"build_page: trace[{q!r}] contains NaN or inf")
+            raise InputError(f"build_page: trace[{q!r}] contains NaN or inf")
     if len(tokens) != T:
-        raise ValueError(f"build_page: {len(tokens)} tokens given for a trace of {T} steps")
+        raise InputError(f"build_page: {len(tokens)} tokens given for a trace of {T} steps")
     if T == 0 or H == 0:
-        raise ValueError("build_page: the trace is empty (no steps or no units)")
+        raise InputError("build_page: the trace is empty (no steps or no units)")
     return arrays
 
 
@@ -137,7 +138,7 @@ def page_data(
     P = arrays["h"].shape[2]
     labels = list(layer_labels) if layer_labels is not None else [f"layer {k}" for k in range(LD)]
     if len(labels) != LD:
-        raise ValueError(f"build_page: {len(labels)} layer_labels for {LD} layer rows")
+        raise InputError(f"build_page: {len(labels)} layer_labels for {LD} layer rows")
 
     quantities: dict[str, Any] = {}
     for q in QUANTITIES:
@@ -195,7 +196,7 @@ def page_data(
     for p in predictions or []:
         step = int(p["step"])
         if not 0 <= step < T:
-            raise ValueError(f"build_page: prediction step {step} outside the {T} steps")
+            raise InputError(f"build_page: prediction step {step} outside the {T} steps")
         probs = p.get("probs") or {}
         top = sorted(((str(lab), float(v)) for lab, v in dict(probs).items()), key=lambda x: -x[1])[:8]
         preds.append({"step": step, "pred": str(p.get("pred", "")), "target": str(p.get("target", "")),
@@ -204,7 +205,7 @@ def page_data(
     nexts: list[Any] | None = None
     if next_probs is not None:
         if len(next_probs) > T:
-            raise ValueError(f"build_page: next_probs has {len(next_probs)} steps, the trace {T}")
+            raise InputError(f"build_page: next_probs has {len(next_probs)} steps, the trace {T}")
         nexts = []
         for entry in next_probs:
             if entry is None:
@@ -218,7 +219,7 @@ def page_data(
     if signal is not None:
         sv = np.asarray(signal, dtype=np.float64).ravel()
         if sv.shape != (T,):
-            raise ValueError(f"build_page: signal must have one value per step ({T}), got {sv.shape}")
+            raise InputError(f"build_page: signal must have one value per step ({T}), got {sv.shape}")
         sig = {"name": str(signal_name), "values": _nums(sv, 5)}
 
     if report is None:
@@ -310,18 +311,7 @@ def build_page(
 
 def write_page(out_dir: str | os.PathLike[str], trace: Any, tokens: Sequence[str], **kwargs: Any) -> Path:
     """Build the page (:func:`build_page` keywords) and write ``out_dir/index.html`` atomically
-    (a temporary file in the same folder, then ``os.replace``). Returns the path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    text = build_page(trace, tokens, **kwargs)
-    target = out / "index.html"
-    fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".html.tmp", dir=out)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    (:mod:`lstmkit.atomic`). Returns the path."""
+    target = Path(out_dir) / "index.html"
+    atomic.write_text(target, build_page(trace, tokens, **kwargs))
     return target

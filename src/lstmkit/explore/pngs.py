@@ -4,14 +4,16 @@ coloured by one unit. For papers and notebooks; the page is the interactive vers
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import atomic
+from ..errors import InputError
 from .analysis import get_quantity, retention, retention_histogram, saturation
 from .page import display_token
 
@@ -25,15 +27,9 @@ def _save(fig: Any, path: Path, dpi: int) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.stem + ".", suffix=".png.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format="png")
+    atomic.write_bytes(path, buf.getvalue())
     return path
 
 
@@ -73,11 +69,11 @@ def write_pngs(
         arrays[q] = a[None] if a.ndim == 2 else a
     LD, T, H = arrays["c"].shape
     if len(tokens) != T:
-        raise ValueError(f"write_pngs: {len(tokens)} tokens for a trace of {T} steps")
+        raise InputError(f"write_pngs: {len(tokens)} tokens for a trace of {T} steps")
     if not 0 <= layer < LD:
-        raise ValueError(f"write_pngs: layer {layer} outside the {LD} layer rows")
+        raise InputError(f"write_pngs: layer {layer} outside the {LD} layer rows")
     if quantity not in arrays:
-        raise ValueError(f"write_pngs: quantity must be one of i, f, g, o, c, h, got {quantity!r}")
+        raise InputError(f"write_pngs: quantity must be one of i, f, g, o, c, h, got {quantity!r}")
     labels = list(layer_labels) if layer_labels is not None else [f"layer {k}" for k in range(LD)]
     paths: list[Path] = []
 
@@ -149,7 +145,7 @@ def write_pngs(
     W = vals.shape[1]
     u = int(np.argmax(vals.var(axis=0))) if unit is None else int(unit)
     if not 0 <= u < W:
-        raise ValueError(f"write_pngs: unit {u} outside the {W} units of {quantity!r}")
+        raise InputError(f"write_pngs: unit {u} outside the {W} units of {quantity!r}")
     v = vals[:, u]
     if quantity in ("i", "f", "o"):
         norm, cmap_name = Normalize(0, 1), "Blues"

@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from ..train.checkpoint import RunError
+from ..errors import InputError
+from ..train import RunError
 from .analysis import mystery_report
 from .page import trace_for_sequence, write_page
 
@@ -32,9 +33,9 @@ def _tokenise(run: Any, text: str) -> tuple[list[int], list[str], int]:
     char_level = all(len(t) == 1 for t in vocab)
     items = list(text) if char_level else text.split()
     if not items:
-        raise ValueError("the input is empty; give some text with --input or --input-file, or use --sample N")
+        raise InputError("the input is empty; give some text with --input or --input-file, or use --sample N")
     if len(items) > MAX_STEPS:
-        raise ValueError(f"the input has {len(items)} steps; the explorer takes at most {MAX_STEPS}")
+        raise InputError(f"the input has {len(items)} steps; the explorer takes at most {MAX_STEPS}")
     fallback = index.get(" ", 0) if char_level else 0
     ids, shown, unknown = [], [], 0
     for it in items:
@@ -62,24 +63,24 @@ def explore_run(
     """Build ``explore/index.html`` (or ``out/index.html``) for a run; returns
     ``{"page": Path, "pngs": [...], "summary": str | None, "report": MysteryReport | None,
     "unknown": int}``."""
-    from ..train.run import load_run
+    from ..train import load_run
 
     run = load_run(run_dir)
     if run.model_config.arch != "lstm":
-        raise ValueError(f"{run.path}: the explorer shows LSTM gates; this run is a {run.model_config.arch}")
+        raise InputError(f"{run.path}: the explorer shows LSTM gates; this run is a {run.model_config.arch}")
     given = sum(v is not None for v in (input_text, input_file, sample))
     if given > 1:
-        raise ValueError("give only one of --input, --input-file and --sample")
+        raise InputError("give only one of --input, --input-file and --sample")
     if input_file is not None:
         p = Path(input_file)
         try:
             input_text = p.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise ValueError(f"{p}: no such file") from None
+            raise InputError(f"{p}: no such file") from None
         except UnicodeDecodeError:
-            raise ValueError(f"{p}: not UTF-8 text; convert it to UTF-8") from None
+            raise InputError(f"{p}: not UTF-8 text; convert it to UTF-8") from None
         except (IsADirectoryError, PermissionError) as e:
-            raise ValueError(f"{p}: cannot read ({e.strerror})") from None
+            raise InputError(f"{p}: cannot read ({e.strerror})") from None
     model = run.model.eval()
     task_name = run.config["task"]["name"]
     unknown = 0
@@ -89,7 +90,7 @@ def explore_run(
     lengths = None
     if input_text is not None:
         if run.model_config.input_type != "tokens" or not run.vocab:
-            raise ValueError(f"{run.path}: the {task_name} task takes numbers, not text; use --sample N")
+            raise InputError(f"{run.path}: the {task_name} task takes numbers, not text; use --sample N")
         ids, tokens, unknown = _tokenise(run, input_text)
         x = torch.tensor([ids])
     else:
@@ -98,7 +99,7 @@ def explore_run(
         n = sum(len(b) for b in batches)
         k = 0 if sample is None else sample
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < n:
-            raise ValueError(f"--sample must be an index into the {n} test sequences (0..{n - 1}), got {sample!r}")
+            raise InputError(f"--sample must be an index into the {n} test sequences (0..{n - 1}), got {sample!r}")
         b = next(bt for bt in _rows(batches, k))
         x = b.x
         lengths = b.lengths
@@ -182,5 +183,5 @@ def _mystery(model: Any, task: Any) -> Any:
     culprits = [names[int(c)] for c in batch.y] if names else None
     try:
         return mystery_report(arrays, tokens, culprits)
-    except ValueError as e:  # a report that cannot be made is said, not a crash
+    except InputError as e:  # stories the report cannot read are said, not a crash (anything else is a bug)
         raise RunError(f"the mystery report could not be made: {e}") from None

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from ..runtime.bundle import write_bundle
 from ..runtime.quant import BITS, pack_int4, quantize_rows
 from .spec import ModelSpec, model_spec
@@ -68,7 +69,7 @@ def export_runtime(run_or_model: Any, out: str | Path, *, bits: int | None = Non
     if bits is None:
         bits = _run_bits(run_or_model)
     if bits is not None and bits not in BITS:
-        raise ValueError(f"export: bits must be 8 or 4 (or none for float32), got {bits!r}")
+        raise InputError(f"export: bits must be 8 or 4 (or none for float32), got {bits!r}")
     spec = model_spec(run_or_model)
     arrays: dict[str, np.ndarray] = {}
     quantized: dict[str, dict[str, Any]] = {}

@@ -1,7 +1,8 @@
 """``python -m lstmkit.runtime BUNDLE [--tokens "w1 w2 …" | --input-json FILE]``: check a bundle, run it.
 
 Prints the model's shape and, with an input, the output as JSON. Exit status 2 with one line on
-stderr for a missing, truncated or changed bundle or bad input.
+stderr for a missing, truncated or changed bundle or bad input; any other error is a bug (traceback,
+exit status 1).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import InputError
 from .model import load
 
 
@@ -30,19 +32,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         x = None
         if args.tokens is not None:
             if m.vocab is None:
-                raise ValueError("the model has no vocabulary; give --input-json with ids or features")
+                raise InputError("the model has no vocabulary; give --input-json with ids or features")
             index = {t: i for i, t in enumerate(m.vocab)}
             unknown = [t for t in args.tokens.split() if t not in index]
             if unknown:
-                raise ValueError(f"token {unknown[0]!r} is not in the model's vocabulary")
+                raise InputError(f"token {unknown[0]!r} is not in the model's vocabulary")
             x = np.array([[index[t] for t in args.tokens.split()]], dtype=np.int64)
         elif args.input_json is not None:
             with open(args.input_json, encoding="utf-8") as f:
-                raw = json.load(f)
-            x = np.array(raw, dtype=np.int64 if m.input_type == "tokens" else np.float32)
+                try:
+                    raw = json.load(f)
+                    x = np.array(raw, dtype=np.int64 if m.input_type == "tokens" else np.float32)
+                except (ValueError, TypeError) as e:  # not JSON, or not a rectangular array of numbers
+                    msg = f"{args.input_json}: not a JSON array of numbers of shape (B, T) or (B, T, I) ({e})"
+                    raise InputError(msg) from None
         if x is not None:
             print(json.dumps(np.asarray(m.run(x)).tolist()))
-    except (ValueError, OSError) as e:
+    except (InputError, OSError) as e:  # bad input or an unreadable file; anything else is a bug
         lines = str(e).strip().splitlines()
         print(f"lstmkit.runtime: error: {lines[0] if lines else type(e).__name__}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from .bundle import BundleError, read_bundle
 from .quant import unpack_int4
 
@@ -235,14 +236,14 @@ class Model:
             return self.embedding.rows(x)
         x = np.asarray(x, dtype=np.float32)
         if x.shape[-1] != self.core_input_size:
-            raise ValueError(f"runtime: expected {self.core_input_size} input features, got {x.shape[-1]}")
+            raise InputError(f"runtime: expected {self.core_input_size} input features, got {x.shape[-1]}")
         return x
 
     def _check_ids(self, x: np.ndarray) -> None:
         if x.dtype.kind not in "iu":
-            raise ValueError(f"runtime: token input must be integer ids, got {x.dtype}")
+            raise InputError(f"runtime: token input must be integer ids, got {x.dtype}")
         if x.size and (x.min() < 0 or x.max() >= self.input_size):
-            raise ValueError(f"runtime: token ids must be in [0, {self.input_size}), got {x.min()}..{x.max()}")
+            raise InputError(f"runtime: token ids must be in [0, {self.input_size}), got {x.min()}..{x.max()}")
 
     def _project_input(self, x: np.ndarray, w: _Dir) -> np.ndarray:
         xw = w.w_ih.matmul_t(x)
@@ -311,22 +312,22 @@ class Model:
         if self.target is None and not self.batch_first:
             z = np.swapaxes(z, 0, 1)  # (T, B, I) -> (B, T, I)
         if z.ndim != 3:
-            raise ValueError(f"runtime: expected a batch of sequences, got input of shape {x.shape}")
+            raise InputError(f"runtime: expected a batch of sequences, got input of shape {x.shape}")
         B, T = z.shape[0], z.shape[1]
         lens = None
         if lengths is not None:
             lens = np.asarray(lengths, dtype=np.int64).reshape(-1)
             if lens.shape[0] != B or (B and (lens.min() < 1 or lens.max() > T)):
-                raise ValueError(f"runtime: lengths must be {B} values in [1, {T}]")
+                raise InputError(f"runtime: lengths must be {B} values in [1, {T}]")
             if self.bidirectional:
-                raise ValueError("runtime: lengths with a bidirectional model are not supported; pad-free input only")
+                raise InputError("runtime: lengths with a bidirectional model are not supported; pad-free input only")
         h0, c0 = state if state is not None else self.zero_state(B)
         h0 = np.asarray(h0, np.float32)
         c0 = np.asarray(c0, np.float32)
         D = 2 if self.bidirectional else 1
         hs, cs = self.state_size
         if h0.shape != (self.num_layers * D, B, hs) or c0.shape != (self.num_layers * D, B, cs):
-            raise ValueError(
+            raise InputError(
                 f"runtime: state shapes must be {(self.num_layers * D, B, hs)} and "
                 f"{(self.num_layers * D, B, cs)}, got {h0.shape} and {c0.shape}"
             )
@@ -374,7 +375,7 @@ class Model:
 
     def stream(self, batch_size: int = 1) -> Stream:
         if self.bidirectional:
-            raise ValueError("runtime: a bidirectional model needs the whole sequence; use run(x), not stream()")
+            raise InputError("runtime: a bidirectional model needs the whole sequence; use run(x), not stream()")
         return Stream(self, batch_size)
 
 
@@ -571,7 +572,7 @@ class Stream:
 
     def __init__(self, model: Model, batch_size: int) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"runtime: batch_size must be a positive int, got {batch_size!r}")
+            raise InputError(f"runtime: batch_size must be a positive int, got {batch_size!r}")
         self.model = model
         self.batch_size = batch_size
         m = model
@@ -613,7 +614,7 @@ class Stream:
             if unbatched:
                 x = x[None]
             if x.ndim != 1 or x.shape[0] != self.batch_size:
-                raise ValueError(f"runtime: the stream has batch size {self.batch_size}, got ids of shape {x.shape}")
+                raise InputError(f"runtime: the stream has batch size {self.batch_size}, got ids of shape {x.shape}")
             self.model._check_ids(x)
             w, s = self._emb
             if s is None:
@@ -625,12 +626,12 @@ class Stream:
             if unbatched:
                 x = x[None]
             if x.ndim != 2 or x.shape[0] != self.batch_size:
-                raise ValueError(
+                raise InputError(
                     f"runtime: the stream has batch size {self.batch_size}, got x_t of shape {np.shape(x_t)}; "
                     "expected (B, I) or (I,)"
                 )
             if x.shape[1] != first.x_in.shape[1]:
-                raise ValueError(f"runtime: expected {first.x_in.shape[1]} input features, got {x.shape[1]}")
+                raise InputError(f"runtime: expected {first.x_in.shape[1]} input features, got {x.shape[1]}")
             first.x_in[...] = x
         prev = None
         for lay in layers:

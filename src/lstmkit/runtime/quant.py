@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
+
 BITS = (8, 4)
 
 
 def qmax(bits: int) -> int:
     if bits not in BITS:
-        raise ValueError(f"quantize: bits must be 8 or 4, got {bits!r}")
+        raise InputError(f"quantize: bits must be 8 or 4, got {bits!r}")
     return 2 ** (bits - 1) - 1
 
 
@@ -31,7 +33,7 @@ def quantize_rows(w: np.ndarray, bits: int = 8) -> tuple[np.ndarray, np.ndarray]
         raise ValueError(f"quantize: expected a 2-D weight matrix, got shape {w.shape}")
     w = np.asarray(w, dtype=np.float32)
     if not np.all(np.isfinite(w)):
-        raise ValueError("quantize: the weights contain NaN or inf; the run is damaged")
+        raise InputError("quantize: the weights contain NaN or inf; the run is damaged")
     m = qmax(bits)
     amax = np.abs(w).max(axis=1) if w.shape[1] else np.zeros(w.shape[0], np.float32)
     s = np.where(amax > 0, amax / m, 1.0).astype(np.float32)
