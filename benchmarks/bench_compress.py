@@ -32,10 +32,10 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import lstmkit.runtime as rt  # noqa: E402
-from lstmkit.compress import compress, load_any_run  # noqa: E402
+from lstmkit.compress import compress  # noqa: E402
 from lstmkit.compress.common import count_params  # noqa: E402
 from lstmkit.export import export_runtime  # noqa: E402
-from lstmkit.train import TrainConfig, train  # noqa: E402
+from lstmkit.train import TrainConfig, load_run, train  # noqa: E402
 
 
 def median_time(fn: Callable[[], Any], reps: int, inner: int) -> float:
@@ -50,7 +50,7 @@ def median_time(fn: Callable[[], Any], reps: int, inner: int) -> float:
 
 
 def measure(run_dir: Path, work: Path, reps: int) -> dict[str, Any]:
-    r = load_any_run(run_dir)
+    r = load_run(run_dir)
     task = r.task
     metric = task.main_metric
     val = r.evaluate("val")[metric]
@@ -93,7 +93,7 @@ def measure(run_dir: Path, work: Path, reps: int) -> dict[str, Any]:
 def settings_for(run_dir: Path, steps: int) -> list[tuple[str, str, dict[str, Any]]]:
     """The issue's settings: int8/int4, 50 % of the weights or of the units pruned, low-rank at half
     the parameters of every W_ih and W_hh, distillation to half the hidden units."""
-    r = load_any_run(run_dir)
+    r = load_run(run_dir)
     ranks = {}
     for name, p in r.model.rnn.named_parameters():
         if name.startswith(("weight_ih", "weight_hh")):

@@ -9,54 +9,17 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import make_run
 from safetensors.torch import load_file
 
-from lstmkit.compress import compress, load_any_run
+import lstmkit
+from lstmkit.compress import compress
 from lstmkit.compress.distill import soft_loss
 from lstmkit.compress.lowrank import energy_rank, factorise
 from lstmkit.compress.prune import magnitude_mask, shrink_state, zhu_gupta
-from lstmkit.data import make_task
-from lstmkit.models import SequenceModel, build_model
+from lstmkit.models import SequenceModel
 from lstmkit.runtime.quant import dequantize_rows, pack_int4, quantize_rows, unpack_int4
-from lstmkit.train import TrainConfig
-from lstmkit.train.loop import model_config_for, save_weights, write_config
-
-TINY = {"T": 12, "suspects": 4, "red_herrings": 1, "n_val": 32, "n_test": 32}
-
-
-def make_run(
-    path: Path,
-    *,
-    task: str = "mystery",
-    task_params: dict[str, Any] | None = None,
-    hidden: int = 8,
-    layers: int = 1,
-    variants: dict[str, Any] | None = None,
-    scale: float = 0.5,
-    seed: int = 0,
-) -> Path:
-    """A run folder with random (not trained) weights, written by the training code's own writers."""
-    cfg = TrainConfig(
-        task=task,
-        task_params=dict(TINY if task_params is None else task_params),
-        hidden_size=hidden,
-        num_layers=layers,
-        embedding_size=6,
-        variants=variants or {},
-        batch_size=8,
-        max_steps=1,
-        eval_every=1,
-    )
-    t = make_task(cfg.task, seed=cfg.seed, **cfg.task_params)
-    mcfg = model_config_for(cfg, t)
-    torch.manual_seed(seed)
-    model = build_model(mcfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * scale)
-    write_config(path, cfg, t, mcfg)
-    save_weights(path, model, 0)
-    return path
+from lstmkit.train import RunError, load_run
 
 
 @pytest.fixture
@@ -116,8 +79,8 @@ def test_quantize_run_folder(run: Path, tmp_path: Path):
     assert t["rnn.weight_ih_l0.q"].dtype == torch.int8 and t["rnn.weight_ih_l0.scale"].dtype == torch.float32
     assert "rnn.weight_ih_l0" not in t and t["rnn.bias_ih_l0"].dtype == torch.float32
     # the loaded model's weights are exactly q · s
-    src = load_any_run(run)
-    q8 = load_any_run(out)
+    src = load_run(run)
+    q8 = load_run(out)
     w = src.model.rnn.weight_hh_l0.detach().numpy()
     q, s = quantize_rows(w, 8)
     assert np.array_equal(q8.model.rnn.weight_hh_l0.detach().numpy(), dequantize_rows(q, s))
@@ -152,7 +115,7 @@ def test_quantize_stores_the_lstm_biases_once(tmp_path: Path, variants: dict[str
     assert cfg["compress"]["merged_biases"] == ["rnn.bias_hh_l0", "rnn.bias_hh_l1"]
     t = load_file(str(tmp_path / "q8" / "model.safetensors"))
     assert "rnn.bias_hh_l0" not in t and "rnn.bias_hh_l1" not in t
-    src, q8 = load_any_run(base), load_any_run(tmp_path / "q8")
+    src, q8 = load_run(base), load_run(tmp_path / "q8")
     for k in (0, 1):
         b_ih, b_hh = (getattr(src.model.rnn, f"bias_{p}_l{k}").detach() for p in ("ih", "hh"))
         assert torch.equal(getattr(q8.model.rnn, f"bias_ih_l{k}").detach(), b_ih + b_hh)
@@ -173,8 +136,8 @@ def test_quantize_stores_the_lstm_biases_once(tmp_path: Path, variants: dict[str
 
 def test_quantize_int4_loads(run: Path, tmp_path: Path):
     compress(run, "quantize", tmp_path / "q4", bits=4)
-    q4 = load_any_run(tmp_path / "q4")
-    w = load_any_run(run).model.rnn.weight_ih_l0.detach().numpy()
+    q4 = load_run(tmp_path / "q4")
+    w = load_run(run).model.rnn.weight_ih_l0.detach().numpy()
     q, s = quantize_rows(w, 4)
     assert np.array_equal(q4.model.rnn.weight_ih_l0.detach().numpy(), dequantize_rows(q, s))
 
@@ -194,21 +157,29 @@ def test_tampered_quantized_weights(run: Path, tmp_path: Path):
     p = tmp_path / "q8" / "model.safetensors"
     p.write_bytes(p.read_bytes()[:-100])
     with pytest.raises(ValueError, match="truncated or damaged") as e:
-        load_any_run(tmp_path / "q8")
+        load_run(tmp_path / "q8")
     assert "\n" not in str(e.value)
 
 
-def test_load_run_hook_in_train(run: Path, tmp_path: Path):
-    """lstmkit.load must accept compressed runs: needs the one-line hook in lstmkit/train/run.py."""
-    import inspect
-
-    import lstmkit
-    import lstmkit.train.run as run_mod
-
-    if "load_weights(" not in inspect.getsource(run_mod.load_run):
-        pytest.skip("lstmkit/train/run.py does not call lstmkit.compress.loader.load_weights yet")
-    compress(run, "quantize", tmp_path / "q8")
-    assert lstmkit.load(tmp_path / "q8").evaluate("val") == pytest.approx(load_any_run(tmp_path / "q8").evaluate("val"))
+def test_lstmkit_load_rebuilds_compressed_runs(run: Path, tmp_path: Path):
+    """The public loader (lstmkit.load, which evaluate, sample, explore and export use) rebuilds the
+    float weights of quantized and low-rank runs: q · s and the truncated SVD, computed here with NumPy."""
+    compress(run, "quantize", tmp_path / "q8", activations="float", evaluate=False)
+    compress(run, "lowrank", tmp_path / "lr", rank=2, steps=0, evaluate=False)
+    w = load_file(str(run / "model.safetensors"))["rnn.weight_hh_l0"].numpy().astype(np.float64)
+    q, s = quantize_rows(w.astype(np.float32), 8)
+    got = lstmkit.load(tmp_path / "q8").model.rnn.weight_hh_l0.detach().numpy()
+    assert np.array_equal(got, q.astype(np.float32) * s[:, None])
+    u, sv, vt = np.linalg.svd(w, full_matrices=False)
+    best_rank2 = (u[:, :2] * sv[:2]) @ vt[:2]
+    got = lstmkit.load(tmp_path / "lr").model.rnn.weight_hh_l0.detach().numpy()
+    np.testing.assert_allclose(got, best_rank2, rtol=0, atol=1e-5)
+    # a damaged record of the compression is a RunError naming config.json, not a crash
+    cfg = json.loads((tmp_path / "q8" / "config.json").read_text())
+    cfg["compress"]["bits"] = 3
+    (tmp_path / "q8" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(RunError, match=r"config\.json: field 'compress' needs 'quantized' names and bits 8 or 4"):
+        lstmkit.load(tmp_path / "q8")
 
 
 # ----------------------------------------------------------------------------- pruning
@@ -229,7 +200,7 @@ def test_magnitude_mask_counts():
 
 def test_prune_unstructured_sparsity_held(run: Path, tmp_path: Path):
     res = compress(run, "prune", tmp_path / "p", sparsity=0.6, steps=8, batch_size=4)
-    m = load_any_run(tmp_path / "p").model
+    m = load_run(tmp_path / "p").model
     for name in ("weight_ih_l0", "weight_hh_l0"):
         w = getattr(m.rnn, name)
         assert int((w == 0).sum()) == round(0.6 * w.numel()), name
@@ -238,8 +209,8 @@ def test_prune_unstructured_sparsity_held(run: Path, tmp_path: Path):
 
 def test_prune_one_shot_keeps_largest(run: Path, tmp_path: Path):
     compress(run, "prune", tmp_path / "p", sparsity=0.5, steps=0)
-    before = load_any_run(run).model.rnn.weight_hh_l0.detach()
-    after = load_any_run(tmp_path / "p").model.rnn.weight_hh_l0.detach()
+    before = load_run(run).model.rnn.weight_hh_l0.detach()
+    after = load_run(tmp_path / "p").model.rnn.weight_hh_l0.detach()
     kept = after != 0
     assert before[kept].abs().min() >= before[~kept].abs().max()
     assert torch.equal(after[kept], before[kept])
@@ -248,7 +219,7 @@ def test_prune_one_shot_keeps_largest(run: Path, tmp_path: Path):
 def test_structured_prune_removes_dead_units_exactly(tmp_path: Path):
     """A unit whose output nobody reads can be removed without changing the model's outputs."""
     make_run(tmp_path / "base", hidden=6, layers=2)
-    src = load_any_run(tmp_path / "base")
+    src = load_run(tmp_path / "base")
     sd = {k: v.clone() for k, v in src.model.state_dict().items()}
     H = 6
     dead = [1, 4]
@@ -276,7 +247,7 @@ def test_structured_prune_removes_dead_units_exactly(tmp_path: Path):
 def test_prune_structured_run(tmp_path: Path, score: str):
     make_run(tmp_path / "base", hidden=8, variants={"peephole": True})
     res = compress(tmp_path / "base", "prune", tmp_path / "u", units=0.5, score=score, steps=4, batch_size=4)
-    r = load_any_run(tmp_path / "u")
+    r = load_run(tmp_path / "u")
     assert r.model_config.hidden_size == 4 and r.model.rnn.weight_peephole_l0.shape == (3, 4)
     assert res["params"] < res["source_params"]
     assert set(res["val"]) == set(r.evaluate("val"))
@@ -310,7 +281,7 @@ def test_lowrank_run(run: Path, tmp_path: Path):
     res = compress(run, "lowrank", tmp_path / "lr", rank=2, steps=4, batch_size=4)
     t = load_file(str(tmp_path / "lr" / "model.safetensors"))
     assert t["rnn.weight_hh_l0.u"].shape == (32, 2) and t["rnn.weight_hh_l0.v"].shape == (2, 8)
-    r = load_any_run(tmp_path / "lr")
+    r = load_run(tmp_path / "lr")
     torch.testing.assert_close(r.model.rnn.weight_hh_l0.detach(), t["rnn.weight_hh_l0.u"] @ t["rnn.weight_hh_l0.v"])
     assert torch.linalg.matrix_rank(r.model.rnn.weight_ih_l0.detach()) <= 2
     # W_ih (32x6) and W_hh (32x8) become rank-2 factors: 2·(32 + 6) and 2·(32 + 8) parameters
@@ -340,7 +311,7 @@ def test_soft_loss_zero_when_equal_and_positive_otherwise():
 
 def test_distill_run(run: Path, tmp_path: Path):
     res = compress(run, "distill", tmp_path / "s", hidden_size=4, steps=4, batch_size=4)
-    r = load_any_run(tmp_path / "s")
+    r = load_run(tmp_path / "s")
     assert r.model_config.hidden_size == 4 and res["params"] < res["source_params"]
     cfg = json.loads((tmp_path / "s" / "config.json").read_text())
     assert cfg["compress"]["method"] == "distill" and cfg["compress"]["source"] == str(run)

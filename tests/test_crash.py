@@ -19,17 +19,21 @@ from conftest import tiny_mystery_args
 from safetensors.torch import load_file
 
 from lstmkit.train import load_run
-from lstmkit.train.loop import load_checkpoint
+from lstmkit.train.checkpoint import load_checkpoint
 
 EVAL_EVERY = 4  # steps between checkpoints
 ARGS = ["mystery", *tiny_mystery_args(max_steps=600, eval_every=EVAL_EVERY, lr=0.005)]
 ENV = {**os.environ, "LSTMKIT_NO_KERNELS": "1", "OMP_NUM_THREADS": "1"}
+CRASH_AT_WRITE = str(Path(__file__).with_name("crash_at_write.py"))
 
 
-def _cmd(out: Path, resume: bool) -> list[str]:
+def _cmd(out: Path, resume: bool, crash_at_write: int | None = None) -> list[str]:
+    """The command line of a training process; with ``crash_at_write=N`` it kills itself inside its
+    N-th file write (tests/crash_at_write.py)."""
+    cli = ["-m", "lstmkit.cli"] if crash_at_write is None else [CRASH_AT_WRITE, str(crash_at_write)]
     if resume:
-        return [sys.executable, "-m", "lstmkit.cli", "train", "mystery", "--resume", str(out), "--quiet"]
-    return [sys.executable, "-m", "lstmkit.cli", "train", *ARGS, "--out", str(out)]
+        return [sys.executable, *cli, "train", "mystery", "--resume", str(out), "--quiet"]
+    return [sys.executable, *cli, "train", *ARGS, "--out", str(out)]
 
 
 def _final_weights(run: Path) -> dict[str, torch.Tensor]:
@@ -67,11 +71,9 @@ def test_sigkill_at_random_moments_and_inside_writes(tmp_path):
     plan: list[tuple[str, Any]] = [("time", (rng.randint(1, 4), rng.uniform(0.0, 0.01))) for _ in range(6)]
     plan += [("write", rng.randint(3, 25)) for _ in range(6)]
     for kind, when in plan:
-        env = dict(ENV)
-        if kind == "write":
-            env["LSTMKIT_CRASH_AT_WRITE"] = str(when)
         start = _step(run)
-        p = subprocess.Popen(_cmd(run, not first), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        cmd = _cmd(run, not first, when if kind == "write" else None)
+        p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if kind == "time":
             checkpoints, delay = when
             target = max(start, 0) + checkpoints * EVAL_EVERY

@@ -10,13 +10,14 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from test_compress import make_run
+from conftest import make_run
 
 import lstmkit
-from lstmkit.compress import compress, load_any_run
+from lstmkit.compress import compress
 from lstmkit.export import ExportError, export_onnx, from_onnx_gates, to_onnx_gates
 from lstmkit.export.onnx import peephole_from_onnx, peephole_to_onnx
 from lstmkit.models import ModelConfig, SequenceModel
+from lstmkit.train import load_run
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -136,7 +137,7 @@ def test_run_folder_file_is_valid_and_atomic(tmp_path: Path):
     assert [p.name for p in path.parent.iterdir()] == ["m.onnx"]  # no temporary file left behind
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert "who?" in meta["vocab"] and meta["target"] == "class_last"
-    r = load_any_run(run)
+    r = load_run(run)
     batch = r.task.eval_batches("test", 16)[0]
     with torch.no_grad():
         want = r.model(batch.x, batch.lengths)
@@ -151,7 +152,7 @@ def test_quantized_run_exports_its_dequantized_weights(tmp_path: Path):
     run = make_run(tmp_path / "r")
     compress(run, "quantize", tmp_path / "q", activations="float", evaluate=False)  # ONNX's LSTM: float inputs
     path = export_onnx(tmp_path / "q", tmp_path / "q.onnx")
-    r = load_any_run(tmp_path / "q")
+    r = load_run(tmp_path / "q")
     x = torch.randint(0, r.model_config.input_size, (3, 7))
     z = np.zeros((1, 3, 8), np.float32)
     with torch.no_grad():

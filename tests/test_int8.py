@@ -16,8 +16,9 @@ import torch
 
 import lstmkit
 import lstmkit.kernels
-from lstmkit.compress import compress, load_any_run
+from lstmkit.compress import compress
 from lstmkit.runtime.quant import quantize_rows
+from lstmkit.train import load_run
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("LSTMKIT_NO_KERNELS", "") not in ("", "0"), reason="kernels disabled by environment"
@@ -230,14 +231,14 @@ def test_quantize_calibrates_and_the_run_loads_with_the_kernel(tmp_path: Path):
     assert cal["metric"] == "accuracy" and cal["tolerance"] == 0.005
     within = cal["float_inputs"] - cal["int8_inputs"] <= 0.005 * cal["float_inputs"]
     assert info["int8_kernel"] == cal["within"] == within
-    run = load_any_run(tmp_path / "q8")
+    run = load_run(tmp_path / "q8")
     assert run.model.rnn.int8_enabled == info["int8_kernel"]
     assert run.evaluate("val") == pytest.approx(res["val"])
     # forced either way
     compress(base, "quantize", tmp_path / "q8f", activations="float")
-    assert not load_any_run(tmp_path / "q8f").model.rnn.int8_enabled
+    assert not load_run(tmp_path / "q8f").model.rnn.int8_enabled
     compress(base, "quantize", tmp_path / "q8i", activations="int8")
-    r8 = load_any_run(tmp_path / "q8i")
+    r8 = load_run(tmp_path / "q8i")
     assert r8.model.rnn.int8_enabled
     with torch.no_grad():
         r8.model(torch.zeros(2, 12, dtype=torch.int64))

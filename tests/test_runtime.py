@@ -12,13 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from test_compress import make_run
+from conftest import make_run
 
 import lstmkit
 import lstmkit.runtime as rt
-from lstmkit.compress import compress, load_any_run
+from lstmkit.compress import compress
 from lstmkit.export import export_runtime
 from lstmkit.models import ModelConfig, SequenceModel
+from lstmkit.train import load_run
 
 RUNTIME_DIR = Path(rt.__file__).parent
 
@@ -170,7 +171,7 @@ def test_quantized_bundle_matches_the_quantized_run(tmp_path: Path, bits: int):
     assert man["tensors"]["rnn.weight_hh_l0.q"]["dtype"] == ("int8" if bits == 8 else "uint8")
     model = rt.load(tmp_path / "b")
     assert model.quantized
-    q = load_any_run(tmp_path / "q")
+    q = load_run(tmp_path / "q")
     batch = q.task.eval_batches("val", 32)[0]
     with torch.no_grad():
         want = q.model(batch.x, batch.lengths)
@@ -288,7 +289,7 @@ def test_cli_export_runtime(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
 
     run = make_run(tmp_path / "r", variants={"layer_norm": True})  # ONNX refuses it; the runtime runs it
     assert main(["export", str(run), "--format", "runtime", "--out", str(tmp_path / "b"), "--bits", "8"]) == 0
-    r = load_any_run(run)
+    r = load_run(run)
     batch = r.task.eval_batches("val", 8)[0]
     with torch.no_grad():
         want = r.model(batch.x, batch.lengths).numpy()

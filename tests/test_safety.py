@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lstmkit.cli import main
-from lstmkit.train import RunError, TrainConfig, load_run, resume, train
+from lstmkit.train import RunError, load_run, resume
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "lstmkit"
 
@@ -26,34 +26,15 @@ def test_no_code_executing_loaders_in_the_source():
         assert "allow_pickle=True" not in text, f"{path}: numpy load with pickles"
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("safety") / "r"
-    train(
-        TrainConfig(
-            task="mystery",
-            task_params={"T": 20, "suspects": 4, "red_herrings": 1, "n_val": 32, "n_test": 32},
-            hidden_size=8,
-            embedding_size=4,
-            batch_size=4,
-            max_steps=10,
-            eval_every=5,
-        ),
-        out,
-        progress=False,
-    )
-    return out
-
-
 def _hashes(d: Path) -> dict[str, str]:
     return {
         str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*")) if p.is_file()
     }
 
 
-def _copy(run_dir: Path, tmp_path: Path) -> Path:
+def _copy(src: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "copy"
-    shutil.copytree(run_dir, dst)
+    shutil.copytree(src, dst)
     return dst
 
 
@@ -66,8 +47,8 @@ def _copy(run_dir: Path, tmp_path: Path) -> Path:
         ("surprise", 1, "unknown field 'surprise'"),
     ],
 )
-def test_config_validation_names_the_field(run_dir, tmp_path, field, value, words):
-    run = _copy(run_dir, tmp_path)
+def test_config_validation_names_the_field(trained_run, tmp_path, field, value, words):
+    run = _copy(trained_run, tmp_path)
     cfg = json.loads((run / "config.json").read_text())
     section = "model" if field in ("hidden_size",) else "train"
     cfg[section][field] = value
@@ -87,8 +68,8 @@ def test_config_validation_names_the_field(run_dir, tmp_path, field, value, word
         ("config_version", "unknown config format"),
     ],
 )
-def test_damaged_checkpoint_on_resume(run_dir, tmp_path, damage, words, capsys):
-    run = _copy(run_dir, tmp_path)
+def test_damaged_checkpoint_on_resume(trained_run, tmp_path, damage, words, capsys):
+    run = _copy(trained_run, tmp_path)
     info = json.loads((run / "train_state.json").read_text())
     ckpt = run / info["checkpoint"]
     if damage == "truncate_ckpt":
@@ -120,8 +101,8 @@ def test_damaged_checkpoint_on_resume(run_dir, tmp_path, damage, words, capsys):
     assert _hashes(run) == before
 
 
-def test_wrong_shape_weights(run_dir, tmp_path, capsys):
-    run = _copy(run_dir, tmp_path)
+def test_wrong_shape_weights(trained_run, tmp_path, capsys):
+    run = _copy(trained_run, tmp_path)
     from safetensors.torch import load_file, save_file
 
     w = load_file(str(run / "model.safetensors"))
@@ -134,8 +115,8 @@ def test_wrong_shape_weights(run_dir, tmp_path, capsys):
     assert _hashes(run) == before
 
 
-def test_a_pickle_in_place_of_weights_is_refused_not_run(run_dir, tmp_path, capsys):
-    run = _copy(run_dir, tmp_path)
+def test_a_pickle_in_place_of_weights_is_refused_not_run(trained_run, tmp_path, capsys):
+    run = _copy(trained_run, tmp_path)
     marker = tmp_path / "pwned"
     # a pickle that would create a file if anything unpickled it
     payload = b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."

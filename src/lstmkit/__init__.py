@@ -29,6 +29,6 @@ def __getattr__(name: str) -> Any:
 
 def load(run_dir: Any) -> Any:
     """Load a trained run folder: its model, config and vocabulary/normaliser (see lstmkit.train)."""
-    from .train.run import load_run
+    from .train import load_run
 
     return load_run(run_dir)

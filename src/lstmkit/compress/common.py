@@ -5,8 +5,8 @@ A compressed run is an ordinary run folder (config.json, model.safetensors, voca
 normaliser.json, result.json) so that evaluate, sample, explore and export accept it; config.json
 gains a ``"compress"`` object: ``{"method": ..., "source": <source run folder>, <the method's
 settings>, "previous": <the source's own "compress", if any>}``. Methods whose weights are not
-plain float tensors (quantize: int8 codes and scales; lowrank: factors) are rebuilt by
-:func:`lstmkit.compress.loader.load_weights`.
+plain float tensors (quantize: int8 codes and scales; lowrank: factors) are rebuilt when the run
+loads (:func:`lstmkit.train.load_run`, through :mod:`lstmkit.train.weights`).
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .. import __version__
 from ..data import Batch, Task
+from ..errors import InputError
 from ..models import ModelConfig, SequenceModel
-from ..train import Run
-from ..train.checkpoint import atomic_write_json, save_tensors
-from ..train.loop import evaluate_model
+from ..train import Run, load_run, runfolder
+from ..train.evaluate import evaluate_model
 
 LossFn = Callable[[nn.Module, Batch], Tensor]
 
@@ -35,20 +36,18 @@ def as_run(run: Any) -> Run:
     if isinstance(run, Run):
         return run
     if isinstance(run, (str, Path)):
-        from .loader import load_any_run
-
-        return load_any_run(run)  # type: ignore[no-any-return]
+        return load_run(run)
     raise TypeError(f"compress: expected a run folder or a Run, got {type(run).__name__}")
 
 
 def check_out(src: Run, out: str | Path) -> Path:
     out = Path(out)
     if out.resolve() == src.path.resolve():
-        raise ValueError(f"compress: --out {out} is the source run; give a new folder for the compressed run")
+        raise InputError(f"compress: --out {out} is the source run; give a new folder for the compressed run")
     if out.exists() and not out.is_dir():
-        raise ValueError(f"compress: {out} exists and is not a folder; give a new folder with --out")
+        raise InputError(f"compress: {out} exists and is not a folder; give a new folder with --out")
     if (out / "config.json").exists():
-        raise ValueError(f"compress: {out} already holds a run; choose another --out")
+        raise InputError(f"compress: {out} already holds a run; choose another --out")
     return out
 
 
@@ -62,9 +61,9 @@ def float_lstm_source(run: Any, method: str, verb: str) -> Run:
     src = as_run(run)
     prev = compress_info(src)
     if prev is not None and prev.get("method") == "quantize":
-        raise ValueError(f"{method}: {src.path} is quantized; {verb} its source run {prev.get('source')} first")
+        raise InputError(f"{method}: {src.path} is quantized; {verb} its source run {prev.get('source')} first")
     if src.model_config.arch != "lstm":
-        raise ValueError(f"{method}: needs an LSTM run, {src.path} has arch {src.model_config.arch!r}")
+        raise InputError(f"{method}: needs an LSTM run, {src.path} has arch {src.model_config.arch!r}")
     return src
 
 
@@ -79,8 +78,6 @@ def write_run(
     extra_result: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the compressed run folder; ``model`` is the float model it loads as (for result.json)."""
-    from .. import __version__
-
     out.mkdir(parents=True, exist_ok=True)
     cfg = copy.deepcopy(src.config)
     cfg["model"] = model_cfg.to_dict()
@@ -91,19 +88,16 @@ def write_run(
         full["previous"] = prev
     cfg["compress"] = full
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    save_tensors(
+    runfolder.save_tensors(
         out / "model.safetensors", tensors, metadata={"lstmkit_version": __version__, "compress": info["method"]}
     )
-    if src.vocab is not None:
-        atomic_write_json(out / "vocab.json", {"tokens": list(src.vocab)})
-    if src.normaliser is not None:
-        atomic_write_json(out / "normaliser.json", src.normaliser)
-    atomic_write_json(out / "config.json", cfg)  # last: a folder without it is not a run
+    runfolder.write_data_files(out, src.vocab, src.normaliser)
+    runfolder.write_config(out, cfg)  # last: a folder without it is not a run
     result: dict[str, Any] = {"compress": full, **(extra_result or {})}
     if evaluate:
         result["val"] = evaluate_model(model, src.task, "val", 256)
         result["test"] = evaluate_model(model, src.task, "test", 256)
-    atomic_write_json(out / "result.json", result)
+    runfolder.write_result(out, result)
     return result
 
 
@@ -138,7 +132,7 @@ def finetune(
     best weights on validation among evaluations at step >= ``select_from`` (and the last step).
     ``after_step(step)`` runs after every optimizer step (pruning masks, schedules)."""
     if steps < 0:
-        raise ValueError(f"compress: fine-tuning steps must be >= 0, got {steps}")
+        raise InputError(f"compress: fine-tuning steps must be >= 0, got {steps}")
     higher = task.higher_is_better
     metric = task.main_metric
     history: list[dict[str, Any]] = []
@@ -156,7 +150,7 @@ def finetune(
         batch = task.train_batch(batch_size, rng)
         loss = loss_fn(model, batch) if loss_fn is not None else task.loss(model(batch.x, batch.lengths), batch)
         if not math.isfinite(loss.item()):
-            raise ValueError(f"compress: fine-tuning diverged at step {step + 1} (loss {loss.item()}); try a lower lr")
+            raise InputError(f"compress: fine-tuning diverged at step {step + 1} (loss {loss.item()}); try a lower lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import Batch
+from ..errors import InputError
 from ..models import SequenceModel
 from .common import as_run, check_out, count_params, finetune, write_run
 
@@ -67,13 +68,13 @@ def distill_run(
     tcfg = teacher_run.model_config
     H = hidden_size if hidden_size is not None else max(1, tcfg.hidden_size // 2)
     if isinstance(H, bool) or not isinstance(H, int) or H < 1:
-        raise ValueError(f"distill: --hidden-size must be a positive int, got {H!r}")
+        raise InputError(f"distill: --hidden-size must be a positive int, got {H!r}")
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"distill: alpha must be in [0, 1], got {alpha}")
+        raise InputError(f"distill: alpha must be in [0, 1], got {alpha}")
     if not temperature > 0:
-        raise ValueError(f"distill: temperature must be > 0, got {temperature}")
+        raise InputError(f"distill: temperature must be > 0, got {temperature}")
     if steps < 1:
-        raise ValueError(f"distill: steps must be >= 1 (the student starts untrained), got {steps}")
+        raise InputError(f"distill: steps must be >= 1 (the student starts untrained), got {steps}")
     changes: dict[str, Any] = {"hidden_size": H, "num_layers": num_layers or tcfg.num_layers}
     if tcfg.tie_weights:
         changes["embedding_size"] = H

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from ..errors import InputError
 from ..models import SequenceModel
 from .common import check_out, count_params, finetune, float_lstm_source, write_run
 
@@ -25,7 +26,7 @@ from .common import check_out, count_params, finetune, float_lstm_source, write_
 def energy_rank(s: Tensor, energy: float) -> int:
     """The smallest r with Σ_{k<r} σ_k² ≥ energy · Σ σ² (s sorted descending)."""
     if not 0.0 < energy <= 1.0:
-        raise ValueError(f"lowrank: energy must be in (0, 1], got {energy}")
+        raise InputError(f"lowrank: energy must be in (0, 1], got {energy}")
     e = (s.double() ** 2).cumsum(0)
     total = float(e[-1])
     if total == 0.0:
@@ -37,9 +38,9 @@ def factorise(w: Tensor, rank: int) -> tuple[Tensor, Tensor]:
     """W (R, C) -> A (R, r), B (r, C) with A B the best rank-r approximation of W."""
     R, C = w.shape
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"lowrank: rank must be a positive int, got {rank!r}")
+        raise InputError(f"lowrank: rank must be a positive int, got {rank!r}")
     if rank > min(R, C):
-        raise ValueError(f"lowrank: rank {rank} is larger than the {R}x{C} matrix allows (at most {min(R, C)})")
+        raise InputError(f"lowrank: rank {rank} is larger than the {R}x{C} matrix allows (at most {min(R, C)})")
     U, S, Vh = torch.linalg.svd(w.detach().double(), full_matrices=False)
     root = S[:rank].sqrt()
     return (U[:, :rank] * root).to(w.dtype).contiguous(), (root[:, None] * Vh[:rank]).to(w.dtype).contiguous()
@@ -61,24 +62,6 @@ def target_names(model: SequenceModel) -> list[str]:
     return [n for n, p in model.rnn.named_parameters() if n.startswith(("weight_ih", "weight_hh"))]
 
 
-def dense_from_factors(tensors: dict[str, Tensor], comp: dict[str, Any], where: str) -> dict[str, Tensor]:
-    """The loader's half: ``<name>.u`` @ ``<name>.v`` -> ``<name>``."""
-    ranks = comp.get("ranks")
-    if not isinstance(ranks, dict):
-        raise ValueError(f"{where}: config.json field 'compress' of a low-rank run needs 'ranks'")
-    out = {k: v for k, v in tensors.items() if not k.endswith((".u", ".v"))}
-    for name, r in ranks.items():
-        a, b = tensors.get(f"{name}.u"), tensors.get(f"{name}.v")
-        if a is None or b is None:
-            raise ValueError(f"{where}: low-rank weight {name!r} lacks its factors; the file is damaged")
-        if a.dim() != 2 or b.dim() != 2 or a.shape[1] != r or b.shape[0] != r:
-            raise ValueError(
-                f"{where}: factors of {name!r} have shapes {tuple(a.shape)} and {tuple(b.shape)}, rank {r}"
-            )
-        out[name] = a.float() @ b.float()
-    return out
-
-
 def lowrank_run(
     run: Any,
     out: str | Path,
@@ -93,7 +76,7 @@ def lowrank_run(
 ) -> dict[str, Any]:
     """Factorise W_ih and W_hh of ``run`` (``rank`` or ``energy``), fine-tune ``steps`` steps, write ``out``."""
     if (rank is None) == (energy is None):
-        raise ValueError("lowrank: give exactly one of --rank and --energy")
+        raise InputError("lowrank: give exactly one of --rank and --energy")
     src = float_lstm_source(run, "lowrank", "factorise")
     out = check_out(src, out)
     model = SequenceModel(src.model_config)
@@ -104,7 +87,7 @@ def lowrank_run(
         w = getattr(model.rnn, name).detach()
         if isinstance(rank, dict):
             if name not in rank:
-                raise ValueError(f"lowrank: no rank given for {name!r}; the rank dict needs every W_ih and W_hh")
+                raise InputError(f"lowrank: no rank given for {name!r}; the rank dict needs every W_ih and W_hh")
             r = rank[name]
         elif rank is not None:
             r = rank
@@ -156,4 +139,4 @@ def lowrank_run(
     )
 
 
-__all__ = ["dense_from_factors", "energy_rank", "factorise", "lowrank_run"]
+__all__ = ["energy_rank", "factorise", "lowrank_run"]

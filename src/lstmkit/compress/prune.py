@@ -34,13 +34,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import InputError
 from ..models import SequenceModel
 from .common import check_out, count_params, finetune, float_lstm_source, write_run
 
 
 def check_sparsity(sparsity: Any) -> float:
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= float(sparsity) < 1.0:
-        raise ValueError(f"prune: sparsity must be in [0, 1), got {sparsity!r}")
+        raise InputError(f"prune: sparsity must be in [0, 1), got {sparsity!r}")
     return float(sparsity)
 
 
@@ -93,7 +94,7 @@ def prune_run(
     """Prune ``run`` into ``out``: ``sparsity`` (unstructured, gradual, then fine-tuning) or ``units``
     (the fraction of hidden units to remove, structured, then fine-tuning)."""
     if (sparsity is None) == (units is None):
-        raise ValueError("prune: give exactly one of --sparsity (unstructured) and --units (structured)")
+        raise InputError("prune: give exactly one of --sparsity (unstructured) and --units (structured)")
     src = float_lstm_source(run, "prune", "prune")
     out = check_out(src, out)
     bs = batch_size or src.train_config.batch_size
@@ -133,18 +134,18 @@ def prune_run(
         assert units is not None
         frac = check_sparsity(units)
         if score not in ("weights", "activity"):
-            raise ValueError(f"prune: --score must be 'weights' or 'activity', got {score!r}")
+            raise InputError(f"prune: --score must be 'weights' or 'activity', got {score!r}")
         if src.model_config.proj_size:
-            raise ValueError("prune: structured pruning of a model with a projection (proj_size) is not supported")
+            raise InputError("prune: structured pruning of a model with a projection (proj_size) is not supported")
         H = src.model_config.hidden_size
         keep_n = H - int(round(frac * H))
         if keep_n < 1:
-            raise ValueError(f"prune: removing {frac:.0%} of {H} units leaves none; give a smaller --units")
+            raise InputError(f"prune: removing {frac:.0%} of {H} units leaves none; give a smaller --units")
         scores = unit_scores(src.model, src, score)
         keeps = [torch.sort(torch.argsort(sc, descending=True, stable=True)[:keep_n]).values for sc in scores]
         model_cfg = dataclasses.replace(src.model_config, hidden_size=keep_n)
         if model_cfg.tie_weights:
-            raise ValueError("prune: structured pruning of a model with tied weights is not supported")
+            raise InputError("prune: structured pruning of a model with tied weights is not supported")
         model = SequenceModel(model_cfg)
         model.load_state_dict(shrink_state(src.model.state_dict(), keeps, H, src.model_config.num_layers))
         info = finetune(model, src.task, steps=steps, lr=lr, batch_size=bs, seed=seed)

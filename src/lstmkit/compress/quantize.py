@@ -25,12 +25,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from ..core import LSTM
+from ..errors import InputError
 from ..models import SequenceModel
-from ..runtime.quant import BITS, dequantize_rows, pack_int4, quantize_rows, unpack_int4
+from ..runtime.quant import BITS, dequantize_rows, pack_int4, quantize_rows
+from ..train.evaluate import evaluate_model
 from .common import as_run, check_out, compress_info, write_run
 
 
@@ -42,7 +44,7 @@ def is_quantizable(name: str, t: Tensor) -> bool:
 def quantize_state(state: dict[str, Tensor], bits: int = 8) -> tuple[dict[str, Tensor], dict[str, Tensor], list[str]]:
     """state_dict -> (tensors to save, the dequantized state_dict, names quantized)."""
     if bits not in BITS:
-        raise ValueError(f"quantize: bits must be 8 or 4, got {bits!r}")
+        raise InputError(f"quantize: bits must be 8 or 4, got {bits!r}")
     saved: dict[str, Tensor] = {}
     deq: dict[str, Tensor] = {}
     names = []
@@ -62,8 +64,8 @@ def quantize_state(state: dict[str, Tensor], bits: int = 8) -> tuple[dict[str, T
 def merge_lstm_biases(saved: dict[str, Tensor], deq: dict[str, Tensor]) -> list[str]:
     """An LSTM adds its two biases (a = x W_ih^T + b_ih + h W_hh^T + b_hh, and so do all its variants),
     so a quantized run stores b_ih + b_hh once, as bias_ih, and drops bias_hh (the loader restores it
-    as zeros): in a small model the two float32 bias vectors are a real part of the int8 file. Both
-    dicts are changed in place; returns the dropped names."""
+    as zeros, :func:`lstmkit.train.weights.dequantize`): in a small model the two float32 bias vectors
+    are a real part of the int8 file. Both dicts are changed in place; returns the dropped names."""
     dropped = []
     for name in [n for n in saved if ".bias_ih_l" in n]:
         other = name.replace(".bias_ih_l", ".bias_hh_l")
@@ -76,44 +78,11 @@ def merge_lstm_biases(saved: dict[str, Tensor], deq: dict[str, Tensor]) -> list[
     return dropped
 
 
-def dequantize_saved(
-    tensors: dict[str, Tensor], names: list[str], bits: int, where: str, merged: list[str] | tuple[str, ...] = ()
-) -> dict[str, Tensor]:
-    """The inverse of :func:`quantize_state` (and of :func:`merge_lstm_biases` for the ``merged`` names)
-    on the saved tensors (the loader's half)."""
-    out = {k: v for k, v in tensors.items() if not k.endswith((".q", ".scale"))}
-    for name in merged:
-        partner = name.replace(".bias_hh_l", ".bias_ih_l")
-        if partner not in out or name in out:
-            raise ValueError(f"{where}: merged bias {name!r} lacks its partner {partner!r}; the file is damaged")
-        out[name] = torch.zeros_like(out[partner])
-    for name in names:
-        qk, sk = f"{name}.q", f"{name}.scale"
-        if qk not in tensors or sk not in tensors:
-            raise ValueError(f"{where}: quantized weight {name!r} lacks its codes or scales; the file is damaged")
-        q, s = tensors[qk].numpy(), tensors[sk].numpy()
-        if s.dtype != np.float32 or s.ndim != 1 or q.ndim != 2 or q.shape[0] != s.shape[0]:
-            raise ValueError(f"{where}: quantized weight {name!r} has codes {q.shape} and scales {s.shape}")
-        if bits == 8:
-            if q.dtype != np.int8:
-                raise ValueError(f"{where}: codes of {name!r} must be int8, got {q.dtype}")
-            codes = q
-        else:
-            if q.dtype != np.uint8:
-                raise ValueError(f"{where}: int4 codes of {name!r} must be packed uint8, got {q.dtype}")
-            codes = unpack_int4(q, q.shape[1] * 2)  # the loader trims to the model's columns
-        out[name] = torch.from_numpy(dequantize_rows(codes, s))
-    return out
-
-
 INT8_TOLERANCE = 0.005  # relative change of the validation metric that int8 matrix inputs may cost
 
 
 def _int8_calibration(model: SequenceModel, task: Any, activations: str, bits: int) -> dict[str, Any]:
     """Decide whether the run uses the int8 kernel; the numbers behind the decision."""
-    from ..core.lstm import LSTM
-    from ..train.loop import evaluate_model
-
     if activations == "float":
         return {"int8_kernel": False, "why": "--activations float"}
     rnn = model.rnn
@@ -123,10 +92,15 @@ def _int8_calibration(model: SequenceModel, task: Any, activations: str, bits: i
     elif not isinstance(rnn, LSTM):
         why = f"the int8 kernel runs lstmkit's LSTM, this run's arch is {model.cfg.arch}"
     else:
-        why = rnn._int8_unsupported()
+        try:
+            rnn.use_int8()  # says why where the kernel cannot run this LSTM
+        except ValueError as e:
+            why = str(e).removeprefix("LSTM.use_int8: ")
+        else:
+            rnn.use_int8(False)
     if why is not None:
         if activations == "int8":
-            raise ValueError(f"quantize: --activations int8 is not possible here: {why}")
+            raise InputError(f"quantize: --activations int8 is not possible here: {why}")
         return {"int8_kernel": False, "why": why}
     assert isinstance(rnn, LSTM)
     metric = task.main_metric
@@ -152,13 +126,13 @@ def quantize_run(
     ``activations``: "auto" (calibrate on the validation split), "int8" (always run the int8 kernel)
     or "float" (weights only: the model runs float32 with the dequantized weights)."""
     if bits not in BITS:
-        raise ValueError(f"quantize: --bits must be 8 or 4, got {bits!r}")
+        raise InputError(f"quantize: --bits must be 8 or 4, got {bits!r}")
     if activations not in ("auto", "int8", "float"):
-        raise ValueError(f"quantize: --activations must be auto, int8 or float, got {activations!r}")
+        raise InputError(f"quantize: --activations must be auto, int8 or float, got {activations!r}")
     src = as_run(run)
     prev = compress_info(src)
     if prev is not None and prev.get("method") == "quantize":
-        raise ValueError(
+        raise InputError(
             f"quantize: {src.path} is already quantized (int{prev.get('bits')}); quantize its source run "
             f"{prev.get('source')} instead"
         )
@@ -188,7 +162,6 @@ def quantize_run(
 
 __all__ = [
     "INT8_TOLERANCE",
-    "dequantize_saved",
     "is_quantizable",
     "merge_lstm_biases",
     "quantize_run",

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import atomic
 from ..errors import InputError
 from .analysis import QUANTITIES, get_quantity, retention, retention_histogram, saturation
 
@@ -311,18 +311,7 @@ def build_page(
 
 def write_page(out_dir: str | os.PathLike[str], trace: Any, tokens: Sequence[str], **kwargs: Any) -> Path:
     """Build the page (:func:`build_page` keywords) and write ``out_dir/index.html`` atomically
-    (a temporary file in the same folder, then ``os.replace``). Returns the path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    text = build_page(trace, tokens, **kwargs)
-    target = out / "index.html"
-    fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".html.tmp", dir=out)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    (:mod:`lstmkit.atomic`). Returns the path."""
+    target = Path(out_dir) / "index.html"
+    atomic.write_text(target, build_page(trace, tokens, **kwargs))
     return target

@@ -4,14 +4,15 @@ coloured by one unit. For papers and notebooks; the page is the interactive vers
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import atomic
 from ..errors import InputError
 from .analysis import get_quantity, retention, retention_histogram, saturation
 from .page import display_token
@@ -26,15 +27,9 @@ def _save(fig: Any, path: Path, dpi: int) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.stem + ".", suffix=".png.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format="png")
+    atomic.write_bytes(path, buf.getvalue())
     return path
 
 

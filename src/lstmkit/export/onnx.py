@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import atomic
 from .spec import ExportError, ModelSpec, model_spec, suffixes
 
 OPSET = 17
@@ -227,14 +228,12 @@ def export_onnx(run_or_model: Any, path: str | Path, *, opset: int = OPSET) -> P
     Inputs ``x``, ``h0``, ``c0``; outputs ``y``, ``h_n``, ``c_n`` (see the module docstring). The file is
     written atomically. Raises :class:`ExportError` for a model the ONNX LSTM cannot express.
     """
-    from ..train.checkpoint import atomic_write_bytes
-
     spec = model_spec(run_or_model)
     model = build_onnx(spec, opset)
     path = Path(path)
     if path.is_dir():
         raise ExportError(f"export: {path} is a folder; give the .onnx file to write (e.g. {path / 'model.onnx'})")
-    atomic_write_bytes(path, model.SerializeToString())
+    atomic.write_bytes(path, model.SerializeToString())
     return path
 
 

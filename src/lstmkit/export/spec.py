@@ -82,9 +82,9 @@ def _np(t: torch.Tensor) -> np.ndarray:
 def resolve_model(run_or_model: Any) -> tuple[nn.Module, list[str] | None, dict[str, Any] | None]:
     """A run folder path, a :class:`~lstmkit.train.Run`, a SequenceModel or an LSTM -> (module, vocab, normaliser)."""
     if isinstance(run_or_model, (str, Path)):
-        from ..compress.loader import load_any_run
+        from ..train import load_run
 
-        run_or_model = load_any_run(run_or_model)
+        run_or_model = load_run(run_or_model)
     if hasattr(run_or_model, "model") and hasattr(run_or_model, "model_config"):
         return run_or_model.model, run_or_model.vocab, run_or_model.normaliser
     if isinstance(run_or_model, (SequenceModel, LSTM, nn.LSTM)):

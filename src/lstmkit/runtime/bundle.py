@@ -18,15 +18,14 @@ temporary name and renamed, so a reader never sees a half-written bundle as vali
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import atomic
 from ..errors import InputError
 
 FORMAT = "lstmkit-runtime"
@@ -37,19 +36,6 @@ ALIGN = 64
 
 class BundleError(InputError):
     """A runtime bundle that cannot be used: one line naming the file and the problem."""
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def write_bundle(
@@ -87,8 +73,8 @@ def write_bundle(
         "vocab": vocab,
         "normaliser": normaliser,
     }
-    _atomic_write(folder / "weights.bin", data)
-    _atomic_write(folder / "manifest.json", (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    atomic.write_bytes(folder / "weights.bin", data)
+    atomic.write_json(folder / "manifest.json", manifest, indent=1)
     return folder
 
 

@@ -1,151 +1,28 @@
-"""Crash-safe files of a run folder.
+"""The training state of a run folder, for exact resume.
 
-Every file is written to a temporary name in the same folder, flushed to disk, then renamed over
-the old one (``os.replace`` is atomic on POSIX), so a reader sees the old file or the new one,
-never half of one. A checkpoint is one safetensors file under ``train_state/`` holding the model,
-the optimizer and the RNG states; ``train_state.json`` points at the newest complete one (with its
-SHA-256) and is replaced last, so a crash at any moment leaves the previous checkpoint in force.
-Loading never unpickles: tensors come from safetensors, everything else from JSON.
+A checkpoint is one safetensors file under ``train_state/`` holding the model, the optimizer's
+tensors and torch's RNG state; ``train_state.json`` holds the rest (step, optimizer scalars and
+param groups, scheduler, the data generator's state, early stopping, elapsed time) and points at the
+newest complete checkpoint with its SHA-256. It is replaced last, so a crash at any moment leaves
+the previous checkpoint in force. Loading never unpickles: tensors come from safetensors, everything
+else from JSON.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
-from ..errors import InputError
+from .. import atomic
+from .runfolder import RunError, load_tensors, read_json, save_tensors
 
 STATE_VERSION = 1
 
-
-class RunError(InputError):
-    """A run folder or file that cannot be used: one line naming the file and the problem."""
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-_writes = 0
-
-
-def _fault_point(tmp: Path) -> None:
-    """Fault injection for the crash tests: with LSTMKIT_CRASH_AT_WRITE=N the process kills itself
-    (SIGKILL) on its N-th file write, after the temporary file is half written and before the rename."""
-    global _writes
-    target = os.environ.get("LSTMKIT_CRASH_AT_WRITE")
-    if not target:
-        return
-    _writes += 1
-    if _writes == int(target):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            half = len(data) // 2
-            f.write(data[:half])
-            f.flush()
-            _fault_point(tmp)
-            f.write(data[half:])
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path | str, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path | str, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def read_json(path: Path | str, what: str) -> Any:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RunError(f"{path}: {what} is missing") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RunError(f"{path}: cannot read {what} ({e})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise RunError(f"{path}: {what} is not valid JSON ({e.msg} at line {e.lineno}); the file is damaged") from None
-
-
-def save_tensors(path: Path | str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
-    """Atomically write a safetensors file; returns its SHA-256."""
-    seen: set[int] = set()
-    plain: dict[str, torch.Tensor] = {}
-    for k, v in tensors.items():
-        v = v.detach().cpu()
-        ptr = v.untyped_storage().data_ptr()
-        if ptr in seen:  # tied weights are stored twice
-            v = v.clone(memory_format=torch.contiguous_format)
-        plain[k] = v.contiguous()
-        seen.add(ptr)
-    data = st_save(plain, metadata=metadata)
-    atomic_write_bytes(path, data)
-    return hashlib.sha256(data).hexdigest()
-
-
-def load_tensors(
-    path: Path | str, what: str, sha256: str | None = None
-) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a safetensors file (never executes code); check its SHA-256 when given."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise RunError(f"{path}: {what} is missing") from None
-    except OSError as e:
-        raise RunError(f"{path}: cannot read {what} ({e})") from None
-    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise RunError(f"{path}: {what} does not match its recorded checksum; the file is damaged or was changed")
-    try:
-        tensors = st_load(data)
-        meta: dict[str, str] = {}
-        if len(data) >= 8:
-            n = int.from_bytes(data[:8], "little")
-            header = json.loads(data[8 : 8 + n].decode("utf-8"))
-            meta = dict(header.get("__metadata__", {}) or {})
-    except (SafetensorError, ValueError, UnicodeDecodeError, json.JSONDecodeError, OverflowError) as e:
-        raise RunError(
-            f"{path}: {what} is not a valid safetensors file ({str(e).splitlines()[0]}); it is truncated or damaged"
-        ) from None
-    return tensors, meta
-
-
-# ----------------------------------------------------------------------------- optimizer state
+__all__ = ["STATE_VERSION", "last_checkpoint_step", "load_checkpoint", "restore_checkpoint", "save_checkpoint"]
 
 
 def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -172,3 +49,87 @@ def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
         idx, key = name.split(".", 1)
         state.setdefault(int(idx), {})[key] = val
     opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+
+
+def _rng_to_json(rng: np.random.Generator) -> dict[str, Any]:
+    st = rng.bit_generator.state
+    return json.loads(json.dumps(st, default=int))  # type: ignore[no-any-return]
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LambdaLR,
+    rng: np.random.Generator,
+    extra: dict[str, Any],
+) -> None:
+    """Write the checkpoint of ``step`` and point train_state.json at it; keep the newest two."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    opt_t, opt_info = optimizer_to_tensors(opt)
+    tensors.update(opt_t)
+    tensors["rng.torch"] = torch.get_rng_state()
+    name = f"train_state/ckpt-{step:09d}.safetensors"
+    info = {
+        "version": STATE_VERSION,
+        "step": step,
+        "checkpoint": name,
+        "optimizer": opt_info,
+        "scheduler": sched.state_dict(),
+        "data_rng": _rng_to_json(rng),
+        **extra,
+    }
+    info["scheduler"].pop("lr_lambdas", None)
+    sha = save_tensors(run_dir / name, tensors)
+    info["sha256"] = sha
+    atomic.write_json(run_dir / "train_state.json", info)
+    # keep the newest two checkpoints; older ones are no longer pointed at
+    ckpts = sorted((run_dir / "train_state").glob("ckpt-*.safetensors"))
+    for old in ckpts[:-2]:
+        if old.name != Path(name).name:
+            old.unlink(missing_ok=True)
+
+
+def load_checkpoint(run_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """train_state.json and the tensors of the checkpoint it points at (its SHA-256 checked)."""
+    info = read_json(run_dir / "train_state.json", "the training state")
+    if not isinstance(info, dict) or info.get("version") != STATE_VERSION:
+        version = info.get("version") if isinstance(info, dict) else None
+        raise RunError(
+            f"{run_dir / 'train_state.json'}: unknown training-state version {version!r} "
+            f"(this lstmkit reads {STATE_VERSION})"
+        )
+    name = info.get("checkpoint")
+    if not isinstance(name, str) or "/" not in name or ".." in name:
+        raise RunError(f"{run_dir / 'train_state.json'}: field 'checkpoint' is not a checkpoint file name")
+    tensors, _ = load_tensors(run_dir / name, "the checkpoint", sha256=info.get("sha256"))
+    return info, tensors
+
+
+def restore_checkpoint(
+    info: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LambdaLR,
+    rng: np.random.Generator,
+) -> int:
+    """Put a loaded checkpoint back into the model, optimizer, scheduler, torch's RNG and the data
+    generator ``rng``; returns its step."""
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    optimizer_from_tensors(opt, tensors, info["optimizer"])
+    sched_state = dict(info["scheduler"])
+    sched_state["lr_lambdas"] = [None] * len(opt.param_groups)  # the lambda comes from the config
+    sched.load_state_dict(sched_state)
+    torch.set_rng_state(tensors["rng.torch"])
+    rng.bit_generator.state = info["data_rng"]
+    return int(info["step"])
+
+
+def last_checkpoint_step(run_dir: Path) -> int:
+    """The step of the checkpoint train_state.json points at (0 when there is none or it is unreadable)."""
+    try:
+        return int(json.loads((run_dir / "train_state.json").read_text())["step"])
+    except Exception:
+        return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .checkpoint import atomic_write_bytes
+from .. import atomic
 
 
 def _records(run_dir: Path) -> list[dict]:
@@ -43,7 +43,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")  # type: ignore[attr-defined]
         plt.close(fig)  # type: ignore[arg-type]
         path = run_dir / "plots" / name
-        atomic_write_bytes(path, buf.getvalue())
+        atomic.write_bytes(path, buf.getvalue())
         written.append(path)
 
     if train:

@@ -1,0 +1,114 @@
+"""The configuration of a training run: :class:`TrainConfig`, saved as the ``"train"`` object of a
+run folder's config.json, and the model it asks for (:func:`model_config_for`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from ..data import Task
+from ..errors import InputError
+from ..models import ModelConfig
+
+__all__ = ["TrainConfig", "model_config_for"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs, saved as ``config.json`` in the run folder."""
+
+    task: str = "mystery"
+    task_params: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    # model
+    arch: Literal["lstm", "gru", "rnn"] = "lstm"
+    hidden_size: int = 64
+    num_layers: int = 1
+    embedding_size: int = 32
+    dropout: float = 0.0
+    tie_weights: bool = False
+    proj_size: int = 0
+    variants: dict[str, Any] = field(default_factory=dict)
+    # optimisation
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    clip: float = 1.0
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup: int = 0
+    max_steps: int = 2000
+    max_time: float | None = None  # seconds of training (this run and earlier resumed parts together)
+    # evaluation and checkpoints
+    eval_every: int = 100
+    eval_batch_size: int = 256
+    patience: int = 20  # evaluations without improvement before stopping; 0 = never stop early
+    target: float | None = None  # stop once the validation main metric reaches this
+    checkpoint_every: int | None = None  # steps; default: at every evaluation
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        def positive(name: str) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InputError(f"train config: {name} must be a positive int, got {v!r}")
+
+        for n in (
+            "hidden_size",
+            "num_layers",
+            "embedding_size",
+            "batch_size",
+            "max_steps",
+            "eval_every",
+            "eval_batch_size",
+            "log_every",
+        ):
+            positive(n)
+        for n in ("lr", "clip"):
+            v = getattr(self, n)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not (v > 0 and math.isfinite(v)):
+                raise InputError(f"train config: {n} must be a positive number, got {v!r}")
+        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
+            raise InputError(f"train config: weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.max_time is not None and not (isinstance(self.max_time, (int, float)) and self.max_time > 0):
+            raise InputError(f"train config: max_time must be a positive number of seconds, got {self.max_time!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise InputError(f"train config: schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if self.arch not in ("lstm", "gru", "rnn"):
+            raise InputError(f"train config: arch must be lstm, gru or rnn, got {self.arch!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise InputError(f"train config: seed must be a non-negative int, got {self.seed!r}")
+        if not isinstance(self.patience, int) or self.patience < 0:
+            raise InputError(f"train config: patience must be an int >= 0, got {self.patience!r}")
+        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise InputError(f"train config: dropout must be in [0, 1), got {self.dropout!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        if not isinstance(d, dict):
+            raise InputError("train config: expected a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InputError(f"train config: unknown field {unknown[0]!r}")
+        return cls(**d)
+
+
+def model_config_for(cfg: TrainConfig, task: Task) -> ModelConfig:
+    return ModelConfig(
+        input_type=task.input_type,
+        input_size=task.input_size,
+        output_size=task.output_size,
+        target=task.target,
+        arch=cfg.arch,
+        hidden_size=cfg.hidden_size,
+        num_layers=cfg.num_layers,
+        embedding_size=cfg.embedding_size,
+        dropout=cfg.dropout,
+        tie_weights=cfg.tie_weights,
+        proj_size=cfg.proj_size,
+        variants=dict(cfg.variants),
+    )
