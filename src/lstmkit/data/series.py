@@ -16,10 +16,11 @@ Rules, in the order they are applied:
   Without `id` the whole table is one series (id ""). Without `date` the rows are taken in file order,
   their dates are the positions 0..n-1 and the frequency is None.
 - Dates are parsed by pandas (the format guessed from the first value, values that do not fit it parsed
-  one by one; "01/02/2020" is 2 January). A UTC offset is dropped, keeping the local clock time. An
-  empty or unparsable date is an error. Rows are sorted by date within each series; when they were
-  not in ascending order a note says so ("in reverse date order" or "not in date order"). The same
-  date twice in a series is an error naming the second row.
+  one by one; "01/02/2020" is 2 January). A UTC offset is dropped, keeping the local clock time (so
+  sub-daily data across a daylight-saving change shows a missing or repeated hour: give such data in
+  UTC). An empty or unparsable date is an error. Rows are sorted by date within each series; when
+  they were not in ascending order a note says so ("in reverse date order" or "not in date order").
+  The same date twice in a series is an error naming the second row.
 - Frequency: `pd.infer_freq` on each of the first three series with three dates or more (where one is
   irregular, the majority of `pd.infer_freq` over windows of 8 consecutive dates; failing that, the
   most common step), then every date of every series is checked against that frequency's grid: a
