@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from .. import atomic
 from ..errors import InputError
 
 FORMAT = "lstmkit-runtime"
@@ -73,6 +72,9 @@ def write_bundle(
         "vocab": vocab,
         "normaliser": normaliser,
     }
+    # imported here: a device that only reads bundles carries runtime/ and errors.py, not atomic.py
+    from .. import atomic
+
     atomic.write_bytes(folder / "weights.bin", data)
     atomic.write_json(folder / "manifest.json", manifest, indent=1)
     return folder

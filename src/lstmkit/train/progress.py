@@ -36,7 +36,7 @@ class Progress:
         self.max_time = max_time
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
-        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.tty = enabled and self.stream.isatty()
         self.log_every = max(1, log_every)
         self.t0 = time.perf_counter()
         self.start_step = start_step
