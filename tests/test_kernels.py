@@ -709,21 +709,8 @@ def test_stream_step_checks_its_input(kern: None) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# supports() and the no-compiler path
+# the no-compiler path
 # ------------------------------------------------------------------------------------------------
-def test_supports_tells_the_truth() -> None:
-    base = dict(
-        dtype=torch.float32, device=torch.device("cpu"), peephole=False, layer_norm=False, coupled=False,
-        zoneout=False, proj=False, lengths=False, requires_grad=True,
-    )  # fmt: skip
-    assert K.supports(**base)  # type: ignore[arg-type]
-    assert K.supports(**{**base, "dtype": torch.float64})  # type: ignore[arg-type]
-    for k in ("peephole", "layer_norm", "coupled", "zoneout", "proj", "lengths"):
-        assert K.supports(**{**base, k: True})  # type: ignore[arg-type]
-    assert not K.supports(**{**base, "dtype": torch.float16})  # type: ignore[arg-type]
-    assert not K.supports(**{**base, "device": torch.device("meta")})  # type: ignore[arg-type]
-
-
 def test_unavailable_without_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
     saved = (_build._module, _build._error, _build._tried)
     try:

@@ -36,7 +36,6 @@ TASK_FLAGS = {
     "season": "season",
     "delimiter": "delimiter",
 }
-VARIANT_FLAGS = ("forget_bias", "peephole", "layer_norm", "coupled", "zoneout", "weight_drop")
 TRAIN_FLAGS = (
     "seed",
     "arch",
@@ -82,6 +81,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _train_config(args: argparse.Namespace) -> Any:
+    from .core.variants import VARIANTS as VARIANT_FLAGS
     from .train import TrainConfig
 
     task_params = {TASK_FLAGS[k]: getattr(args, k) for k in TASK_FLAGS if getattr(args, k, None) is not None}

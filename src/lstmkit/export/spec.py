@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..core import LSTM
+from ..core.variants import CELL_SWITCHES
 from ..errors import InputError
 from ..models import SequenceModel
 
@@ -67,7 +68,7 @@ class ModelSpec:
         return self.target is not None
 
     def variant_names(self) -> list[str]:
-        out = [n for n in ("peephole", "layer_norm", "coupled") if getattr(self, n)]
+        out = [n for n in CELL_SWITCHES if getattr(self, n)]
         if self.zoneout_c > 0 or self.zoneout_h > 0:
             out.append("zoneout")
         if self.proj_size > 0:
@@ -117,7 +118,7 @@ def model_spec(run_or_model: Any) -> ModelSpec:
         target, output_size = None, None
         input_type, input_size = "vector", lstm.input_size
         batch_first = lstm.batch_first
-    v = lstm._v
+    v = lstm.variants
     spec = ModelSpec(
         input_type=input_type,
         input_size=input_size,

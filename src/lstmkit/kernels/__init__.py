@@ -3,8 +3,8 @@
 The core calls this package through these names (nothing is compiled at import; the first call of
 :func:`available` builds the extension, ~1 min, then it is cached under ``~/.cache/lstmkit``):
 
-    available() / unavailable_reason()    can the kernels run here, and if not, why
-    supports(...)                         which configurations the kernels cover
+    available() / unavailable_reason()    can the kernels run here, and if not, why (they cover every
+                                          configuration in float32 and float64 on CPU)
     fused_layer(...)                      one layer, one direction, forward in time, differentiable
     FusedStream                           the one-step-per-call streaming step
     Int8Stream                            the int8 step (streaming and whole sequences, inference)
@@ -34,7 +34,7 @@ work of the exp-based ones, which layer norm keeps). See lstm_fused.h for the bu
 When other processes keep the cores busy, multi-threaded calls fall back to one thread
 (:func:`contention_events`).
 
-Extra names: :func:`stream_supports`, :func:`build_info`, :func:`contention_events`,
+Extra names: :func:`build_info`, :func:`contention_events`,
 :func:`release_buffers` / :func:`buffer_bytes` (the large working buffers the kernels keep between
 calls, so that a training loop does not fault in fresh pages every step).
 
@@ -60,11 +60,9 @@ from . import _build
 __all__ = [
     "available",
     "unavailable_reason",
-    "supports",
     "fused_layer",
     "FusedStream",
     "Int8Stream",
-    "stream_supports",
     "build_info",
     "contention_events",
     "release_buffers",
@@ -114,41 +112,10 @@ def buffer_bytes() -> int:
     return 0 if m is None else int(m.buffer_bytes())
 
 
-def stream_supports(*, dtype: torch.dtype, peephole: bool, layer_norm: bool, coupled: bool, zoneout: bool) -> bool:
-    """Whether :class:`FusedStream` covers this configuration: every variant (peephole, layer norm,
-    coupled gates, zoneout's expectation), with or without a projection, float32 or float64."""
-    del peephole, layer_norm, coupled, zoneout  # all covered
-    return dtype in (torch.float32, torch.float64)
-
-
 def build_info() -> str | None:
     """A short description of the compiled kernel (``avx2=1 avx512=1 vnni=1 openmp=1 lanes_f32=16``), or None."""
     m = _build.load()
     return None if m is None else str(m.build_info())
-
-
-def supports(
-    *,
-    dtype: torch.dtype,
-    device: torch.device,
-    peephole: bool,
-    layer_norm: bool,
-    coupled: bool,
-    zoneout: bool,
-    proj: bool,
-    lengths: bool,
-    requires_grad: bool,
-) -> bool:
-    """Whether :func:`fused_layer` runs this configuration (it does not build anything).
-
-    Covered: CPU, float32 and float64; plain, peephole, layer_norm, coupled, zoneout, projection,
-    lengths, each alone or combined; forward (with or without trace) and backward. Not covered: any
-    other device or dtype. The caller also checks :func:`available`.
-    """
-    del peephole, layer_norm, coupled, zoneout, proj, lengths, requires_grad  # all covered
-    if torch.device(device).type != "cpu":
-        return False
-    return dtype in (torch.float32, torch.float64)
 
 
 def _mod() -> Any:

@@ -22,10 +22,12 @@ import torch
 from torch import Tensor, nn
 
 from ..core import LSTM, Trace
+from ..core.variants import VARIANTS
+from ..errors import InputError
 
 Arch = Literal["lstm", "gru", "rnn"]
 TARGETS = ("class_last", "class_steps", "multilabel_steps", "regress_last", "regress_horizon")
-VARIANT_KEYS = ("forget_bias", "peephole", "layer_norm", "coupled", "zoneout", "weight_drop")
+VARIANT_KEYS = VARIANTS  # the keys of ModelConfig.variants: the variant keywords of lstmkit.LSTM
 
 
 @dataclass
@@ -47,27 +49,27 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.input_type not in ("tokens", "vector"):
-            raise ValueError(f"ModelConfig: input_type must be 'tokens' or 'vector', got {self.input_type!r}")
+            raise InputError(f"ModelConfig: input_type must be 'tokens' or 'vector', got {self.input_type!r}")
         if self.arch not in ("lstm", "gru", "rnn"):
-            raise ValueError(f"ModelConfig: arch must be lstm, gru or rnn, got {self.arch!r}")
+            raise InputError(f"ModelConfig: arch must be lstm, gru or rnn, got {self.arch!r}")
         if self.target not in TARGETS:
-            raise ValueError(f"ModelConfig: target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+            raise InputError(f"ModelConfig: target must be one of {', '.join(TARGETS)}, got {self.target!r}")
         for name in ("input_size", "output_size", "hidden_size", "num_layers", "embedding_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"ModelConfig: {name} must be a positive int, got {v!r}")
+                raise InputError(f"ModelConfig: {name} must be a positive int, got {v!r}")
         unknown = set(self.variants) - set(VARIANT_KEYS)
         if unknown:
-            raise ValueError(f"ModelConfig: unknown variant {sorted(unknown)[0]!r}; known: {', '.join(VARIANT_KEYS)}")
+            raise InputError(f"ModelConfig: unknown variant {sorted(unknown)[0]!r}; known: {', '.join(VARIANT_KEYS)}")
         if self.arch != "lstm" and any(k != "forget_bias" and self.variants.get(k) for k in self.variants):
-            raise ValueError(f"ModelConfig: LSTM variants need arch='lstm', got arch={self.arch!r}")
+            raise InputError(f"ModelConfig: LSTM variants need arch='lstm', got arch={self.arch!r}")
         if self.tie_weights:
             if self.target != "class_steps" or self.input_type != "tokens" or self.output_size != self.input_size:
-                raise ValueError(
+                raise InputError(
                     "ModelConfig: tie_weights needs a per-step classifier over the input vocabulary (an LM)"
                 )
             if (self.proj_size or self.hidden_size) != self.embedding_size:
-                raise ValueError(
+                raise InputError(
                     f"ModelConfig: tie_weights needs hidden_size (or proj_size) == embedding_size, got "
                     f"{self.proj_size or self.hidden_size} and {self.embedding_size}"
                 )
@@ -80,7 +82,7 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"model config: unknown field {sorted(unknown)[0]!r}")
+            raise InputError(f"model config: unknown field {sorted(unknown)[0]!r}")
         return cls(**d)
 
 
@@ -147,7 +149,7 @@ class SequenceModel(nn.Module):
         trace: Trace | None = None
         if return_gates:
             if not isinstance(self.rnn, LSTM):
-                raise ValueError(f"SequenceModel: gate traces need arch='lstm', this model is {self.cfg.arch}")
+                raise InputError(f"SequenceModel: gate traces need arch='lstm', this model is {self.cfg.arch}")
             out, new_state, trace = self.rnn(z, state, return_gates=True)
         else:
             out, new_state = self.rnn(z, state)

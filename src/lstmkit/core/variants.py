@@ -1,0 +1,203 @@
+"""The variants of the cell: the one list of their keywords, their validated options, and what the
+layer and the cell need from them (initialisation, the weights of one layer, zoneout masks).
+
+Each variant is an option of the same step (see :mod:`lstmkit.core.functional` for the equations),
+shared by :class:`~lstmkit.LSTM` and :class:`~lstmkit.LSTMCell`:
+
+* ``forget_bias`` (Jozefowicz et al. 2015): the initial forget-gate bias. Initialisation only.
+* ``peephole`` (Gers & Schmidhuber 2000), ``layer_norm`` (Ba et al. 2016), ``coupled`` (f = 1 − i):
+  switches of the step (:class:`~lstmkit.core.functional.CellOptions`).
+* ``zoneout`` (Krueger et al. 2016): a rate, or a pair (z_c, z_h).
+* ``weight_drop`` (DropConnect on W_hh, Merity et al. 2017).
+
+This module depends on torch and :mod:`lstmkit.core.functional` only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import InputError
+from .checks import check_flag, check_rate
+from .functional import CellOptions, LayerWeights
+
+# The keywords of LSTM and LSTMCell that choose a variant, in this order everywhere (the command
+# line's flags, a model config's "variants", names in messages and reprs).
+VARIANTS = ("forget_bias", "peephole", "layer_norm", "coupled", "zoneout", "weight_drop")
+# The variants that are switches of the step: the fields of CellOptions.
+CELL_SWITCHES = tuple(f.name for f in fields(CellOptions))
+
+
+@dataclass(frozen=True)
+class Variants:
+    """The validated variant options of one LSTM or LSTMCell (read-only).
+
+    ``forget_bias`` is the value the initialisation used (torch's own init when it was None: 1.0
+    with a bias, else 0.0); ``zoneout_c`` / ``zoneout_h`` are the two rates of ``zoneout``.
+    """
+
+    forget_bias: float
+    opts: CellOptions
+    zoneout_c: float
+    zoneout_h: float
+    weight_drop: float
+
+    @classmethod
+    def parse(
+        cls,
+        owner: str,
+        *,
+        bias: bool,
+        forget_bias: float | None,
+        peephole: bool,
+        layer_norm: bool,
+        coupled: bool,
+        zoneout: float | tuple[float, float],
+        weight_drop: float,
+    ) -> Variants:
+        """Check the keywords as a user gave them (``owner`` names the module in messages)."""
+        if forget_bias is not None:
+            if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)):
+                raise TypeError(f"{owner}: forget_bias must be a number, got {forget_bias!r}")
+            if not math.isfinite(forget_bias):
+                raise InputError(f"{owner}: forget_bias must be finite, got {forget_bias}")
+            if not bias and forget_bias != 0:
+                raise InputError(
+                    f"{owner}: forget_bias={forget_bias} needs bias=True (there is no bias to initialise); "
+                    "drop forget_bias or set bias=True"
+                )
+            if coupled and forget_bias != 0:
+                raise InputError(
+                    f"{owner}: forget_bias={forget_bias} has no effect with coupled=True (f = 1 - i has no "
+                    "forget bias); drop one of them"
+                )
+        fb = float(forget_bias) if forget_bias is not None else (1.0 if bias and not coupled else 0.0)
+        for name, flag in (("peephole", peephole), ("layer_norm", layer_norm), ("coupled", coupled)):
+            check_flag(owner, name, flag)
+        if isinstance(zoneout, (tuple, list)):
+            if len(zoneout) != 2:
+                raise InputError(f"{owner}: zoneout must be a rate or a pair (z_c, z_h), got {zoneout!r}")
+            zc = check_rate(owner, "zoneout (cell rate)", zoneout[0])
+            zh = check_rate(owner, "zoneout (hidden rate)", zoneout[1])
+        else:
+            zc = zh = check_rate(owner, "zoneout", zoneout)
+        return cls(
+            forget_bias=fb,
+            opts=CellOptions(peephole=peephole, layer_norm=layer_norm, coupled=coupled),
+            zoneout_c=zc,
+            zoneout_h=zh,
+            weight_drop=check_rate(owner, "weight_drop", weight_drop),
+        )
+
+    @property
+    def has_zoneout(self) -> bool:
+        return self.zoneout_c > 0 or self.zoneout_h > 0
+
+    def names(self) -> list[str]:
+        """The variants that change the step (forget_bias only initialises), in the order of VARIANTS."""
+        on = {n: getattr(self.opts, n) for n in CELL_SWITCHES}
+        on.update(zoneout=self.has_zoneout, weight_drop=self.weight_drop > 0)
+        return [n for n in VARIANTS if on.get(n, False)]
+
+    @property
+    def any_variant(self) -> bool:
+        return bool(self.names())
+
+    @property
+    def step_variant(self) -> bool:
+        """True when an equation of the step differs from torch's (peephole, layer norm, coupled, zoneout)."""
+        o = self.opts
+        return o.peephole or o.layer_norm or o.coupled or self.has_zoneout
+
+    def plain_now(self, training: bool) -> bool:
+        """True when the step is exactly torch's (no variant equation applies in this mode)."""
+        return not self.step_variant and not (training and self.weight_drop > 0)
+
+
+def init_parameters(module: nn.Module, hidden_size: int, suffixes: list[str], v: Variants) -> None:
+    """torch's uniform init U(−1/√H, 1/√H) of every parameter, then the variants' (LN gains 1 and
+    shifts 0, the forget-gate bias, coupled forget rows 0); shared by LSTM and LSTMCell."""
+    H = hidden_size
+    std = 1.0 / math.sqrt(H)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.uniform_(-std, std)
+        for sfx in suffixes:
+            if v.opts.layer_norm:
+                for part in ("ih", "hh", "c"):
+                    getattr(module, f"layer_norm_{part}_weight{sfx}").fill_(1.0)
+                    getattr(module, f"layer_norm_{part}_bias{sfx}").zero_()
+            b_ih = getattr(module, f"bias_ih{sfx}", None)
+            b_hh = getattr(module, f"bias_hh{sfx}", None)
+            if b_ih is not None and b_hh is not None:
+                b_ih[H : 2 * H].fill_(v.forget_bias)
+                b_hh[H : 2 * H].zero_()
+            if v.opts.coupled:
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    t = getattr(module, f"{name}{sfx}", None)
+                    if t is not None:
+                        t[H : 2 * H].zero_()
+
+
+def is_variant_parameter(name: str) -> bool:
+    """Parameters that only the variants have (torch.nn.LSTM has no such name)."""
+    return name.startswith(("weight_peephole", "layer_norm_"))
+
+
+def layer_weights(
+    module: nn.Module, sfx: str, *, bias: bool, proj: bool, variants: Variants, training: bool
+) -> LayerWeights:
+    """The weights of one layer and direction (parameter suffix ``sfx``, e.g. ``"_l1_reverse"``, or
+    ``""`` for a cell) as the functional step wants them; in training with ``weight_drop`` a fresh
+    DropConnect mask on W_hh."""
+    v = variants
+    w_hh: Tensor = getattr(module, f"weight_hh{sfx}")
+    if training and v.weight_drop > 0:
+        w_hh = F.dropout(w_hh, v.weight_drop, training=True)
+    ln = None
+    if v.opts.layer_norm:
+        ln = tuple(
+            getattr(module, f"layer_norm_{part}_{kind}{sfx}")
+            for part in ("ih", "hh", "c")
+            for kind in ("weight", "bias")
+        )
+    return LayerWeights(
+        w_ih=getattr(module, f"weight_ih{sfx}"),
+        w_hh=w_hh,
+        b_ih=getattr(module, f"bias_ih{sfx}") if bias else None,
+        b_hh=getattr(module, f"bias_hh{sfx}") if bias else None,
+        w_hr=getattr(module, f"weight_hr{sfx}") if proj else None,
+        peephole=getattr(module, f"weight_peephole{sfx}") if v.opts.peephole else None,
+        ln=ln,  # type: ignore[arg-type]
+    )
+
+
+def zoneout_masks(
+    v: Variants, shape_c: tuple[int, ...], shape_h: tuple[int, ...], like: Tensor, training: bool
+) -> tuple[Tensor | None, Tensor | None]:
+    """Keep-masks (1 = keep the previous value): Bernoulli(z) in training, the constant z in eval."""
+    out: list[Tensor | None] = []
+    for rate, shape in ((v.zoneout_c, shape_c), (v.zoneout_h, shape_h)):
+        if rate <= 0:
+            out.append(None)
+        elif training:
+            out.append((torch.rand(shape, device=like.device) < rate).to(like.dtype))
+        else:
+            out.append(torch.full(shape, rate, dtype=like.dtype, device=like.device))
+    return out[0], out[1]
+
+
+__all__ = [
+    "CELL_SWITCHES",
+    "VARIANTS",
+    "Variants",
+    "init_parameters",
+    "is_variant_parameter",
+    "layer_weights",
+    "zoneout_masks",
+]
