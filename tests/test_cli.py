@@ -14,6 +14,7 @@ import pytest
 from conftest import tiny_mystery_args
 
 from lstmkit.cli import main
+from lstmkit.data.mystery import CLUE_PREFIX, QUESTION
 from lstmkit.errors import InputError
 
 TINY = [*tiny_mystery_args(hidden=8, embedding=4, batch=4), "--eval-every", "5"]
@@ -166,10 +167,8 @@ def test_train_evaluate_explore(mystery_run, capsys, tmp_path):
     assert main(["explore", str(mystery_run), "--out", str(tmp_path / "x"), "--png"]) == 0
     out = capsys.readouterr().out
     assert (tmp_path / "x" / "index.html").exists() and "Mystery report" in out
-    assert (
-        main(["explore", str(mystery_run), "--input", "the rain clue:butler zzz who?", "--out", str(tmp_path / "y")])
-        == 0
-    )
+    story = f"the rain {CLUE_PREFIX}butler zzz {QUESTION}"
+    assert main(["explore", str(mystery_run), "--input", story, "--out", str(tmp_path / "y")]) == 0
     out = capsys.readouterr().out
     assert "1 input items are outside the model's vocabulary" in out
     html = (tmp_path / "y" / "index.html").read_text(encoding="utf-8")

@@ -19,6 +19,8 @@ import pytest
 import torch
 
 from lstmkit.data import TASK_NAMES, Batch, DataError, Task, make_task
+from lstmkit.data.mystery import ALIBI_PREFIX, CLUE_PREFIX, QUESTION
+from lstmkit.errors import InputError
 
 SMALL: dict[str, dict[str, Any]] = {
     "adding": {"T": 30, "n_val": 50, "n_test": 40},
@@ -57,8 +59,16 @@ def exact_predictor(task: Task) -> Any:
 def test_interface(key: str) -> None:
     task = small(key)
     assert task.name in TASK_NAMES
-    assert task.input_type in ("tokens", "vector")
-    assert task.target in ("class_last", "class_steps", "multilabel_steps", "regress_last", "regress_horizon")
+    # what each task is, from its paper: the adding problem regresses a sum at the end, the copy task
+    # recalls a symbol per step, the temporal order and the mystery classify the whole sequence, the
+    # embedded Reber grammar predicts the set of legal next symbols
+    assert (task.input_type, task.target) == {
+        "adding": ("vector", "regress_last"),
+        "copy": ("tokens", "class_steps"),
+        "temporal-order": ("tokens", "class_last"),
+        "reber": ("tokens", "multilabel_steps"),
+        "mystery": ("tokens", "class_last"),
+    }[task.name]
     json.dumps(task.config())
     b = task.train_batch(5, np.random.default_rng(1))
     assert len(b) == 5
@@ -370,11 +380,12 @@ def read_story(words: list[str]) -> tuple[str, dict[str, int], dict[str, int]]:
     clues: dict[str, int] = {}
     alibis: dict[str, int] = {}
     for i, w in enumerate(words):
-        kind, _, who = w.partition(":")
-        if kind == "clue":
+        if w.startswith(CLUE_PREFIX):
+            who = w.removeprefix(CLUE_PREFIX)
             assert who not in clues, "one clue per suspect"
             clues[who] = i
-        elif kind == "alibi":
+        elif w.startswith(ALIBI_PREFIX):
+            who = w.removeprefix(ALIBI_PREFIX)
             assert who not in alibis, "one alibi per suspect"
             alibis[who] = i
     free = [s for s in clues if s not in alibis]
@@ -393,13 +404,13 @@ def test_mystery_stories(T: int, suspects: int, herrings: int) -> None:
     clue_first = 0
     for row in range(300):
         words = task.render(b.x[row])
-        assert words[-1] == "who?" and "who?" not in words[:-1]
+        assert words[-1] == QUESTION and QUESTION not in words[:-1]
         culprit, clues, alibis = read_story(words)
         assert len(clues) == 1 + herrings and len(alibis) == herrings
         assert set(alibis) <= set(clues) and set(clues) <= set(names)
         assert all(clues[s] < alibis[s] for s in alibis), "an alibi comes after its clue"
         assert names[int(b.y[row])] == culprit
-        fillers |= {w for w in words if ":" not in w and w != "who?"}
+        fillers |= {w for w in words if not w.startswith((CLUE_PREFIX, ALIBI_PREFIX)) and w != QUESTION}
         # meta agrees with the words
         assert int(b.meta["culprit"][row]) == int(b.y[row])
         assert b.meta["clue_pos"][row].tolist() == [clues[names[int(i)]] for i in b.meta["suspects"][row]]
@@ -411,6 +422,12 @@ def test_mystery_stories(T: int, suspects: int, herrings: int) -> None:
     assert set(b.y.tolist()) == set(range(suspects))  # every suspect is the culprit sometimes
     if herrings:
         assert 0 < clue_first < 300  # the culprit's clue is sometimes first, sometimes not
+
+
+def test_mystery_vocabulary_is_pinned() -> None:
+    """The words users type into the explorer (`--input "the rain clue:butler who?"`), pinned once here."""
+    task = make_task("mystery", T=5, suspects=2, red_herrings=0, filler_words=2, n_val=2, n_test=2)
+    assert task.vocab == ["the", "rain", "clue:butler", "clue:maid", "alibi:butler", "alibi:maid", "who?"]
 
 
 def test_mystery_baseline_is_a_guess_among_the_clued() -> None:
@@ -457,7 +474,7 @@ def test_bad_parameters(name: str, params: dict[str, Any]) -> None:
         make_task(name, **params)
     msg = str(e.value)
     assert msg and "\n" not in msg
-    assert isinstance(e.value, ValueError)
+    assert isinstance(e.value, InputError)  # the CLI prints it as one line and exits 2
 
 
 def test_bad_seed_and_split() -> None:

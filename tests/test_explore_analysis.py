@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from lstmkit.data.mystery import ALIBI_PREFIX, CLUE_PREFIX, QUESTION, MysteryTask
 from lstmkit.explore import (
     find_matches,
     mystery_report,
@@ -207,10 +208,10 @@ def _stories(rng: np.random.Generator, B: int, T: int) -> tuple[list[list[str]],
         culprit, *herrings = rng.permutation(SUSPECTS)[: 1 + rng.integers(1, 3)]
         events = []
         for h in herrings:
-            events += [f"clue:{h}", f"alibi:{h}"]
-        events.append(f"clue:{culprit}")
+            events += [CLUE_PREFIX + h, ALIBI_PREFIX + h]
+        events.append(CLUE_PREFIX + culprit)
         where = np.sort(rng.choice(T - 1, size=len(events), replace=False))
-        toks = [str(rng.choice(FILLER)) for _ in range(T - 1)] + ["who?"]
+        toks = [str(rng.choice(FILLER)) for _ in range(T - 1)] + [QUESTION]
         for pos, ev in zip(where, events):
             toks[pos] = ev
         stories.append(toks)
@@ -230,7 +231,7 @@ def _traces(stories: list[list[str]], H: int, rng: np.random.Generator, plant: s
                 i[t, b, 4] = 0.9 if kind == "clue" else 0.05
                 f[t, b, 4] = 0.05 if kind == "alibi" else 0.98
                 o[t, b, 4] = 0.9 if kind == "question" else 0.1
-                g[t, b, 4] = code[tok.split(":")[1]] if kind == "clue" else 0.0
+                g[t, b, 4] = code[tok.removeprefix(CLUE_PREFIX)] if kind == "clue" else 0.0
     c = np.zeros((T, B, H))
     prev = np.zeros((B, H))
     for t in range(T):
@@ -247,8 +248,8 @@ def _traces(stories: list[list[str]], H: int, rng: np.random.Generator, plant: s
 def _culprits_of(stories: list[list[str]]) -> list[str]:
     out = []
     for toks in stories:
-        clued = {t[5:] for t in toks if t.startswith("clue:")}
-        cleared = {t[6:] for t in toks if t.startswith("alibi:")}
+        clued = {t.removeprefix(CLUE_PREFIX) for t in toks if t.startswith(CLUE_PREFIX)}
+        cleared = {t.removeprefix(ALIBI_PREFIX) for t in toks if t.startswith(ALIBI_PREFIX)}
         (c,) = clued - cleared
         out.append(c)
     return out
@@ -274,7 +275,7 @@ def test_mystery_report_finds_planted_unit_and_says_yes() -> None:
     assert text.count("? yes") == 4 and "? no" not in text
     assert "0.90 at clue tokens vs 0.05 at filler" in text
     assert "0.05 at alibi tokens vs 0.98 at filler" in text
-    assert "0.90 at 'who?' vs 0.10 elsewhere" in text
+    assert f"0.90 at {QUESTION!r} vs 0.10 elsewhere" in text
     assert rep.to_dict()["units"] == [4]
     # culprits inferred from the tokens, and given as indices, agree
     assert mystery_report(tr, stories).units == [4]
@@ -318,5 +319,14 @@ def test_mystery_report_bad_input() -> None:
 
 
 def test_token_kinds() -> None:
-    assert [token_kind(t) for t in ["clue:ann", "alibi:bob", "who?", "<pad>", "the"]] == [
+    assert [token_kind(t) for t in [CLUE_PREFIX + "ann", ALIBI_PREFIX + "bob", QUESTION, "<pad>", "the"]] == [
         "clue", "alibi", "question", "pad", "filler"]
+
+
+def test_token_kinds_of_the_task_vocabulary() -> None:
+    """The report reads the task's own words: 5 fillers, a clue and an alibi per suspect, one question."""
+    task = MysteryTask(suspects=3, red_herrings=1, filler_words=5, n_val=4, n_test=4)
+    assert task.vocab is not None
+    kinds = [token_kind(t) for t in task.vocab]
+    assert kinds == ["filler"] * 5 + ["clue"] * 3 + ["alibi"] * 3 + ["question"]
+    assert [task.vocab[task.clue_id(s)] for s in range(3)] == [CLUE_PREFIX + n for n in task.class_names() or []]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from lstmkit.data.mystery import ALIBI_PREFIX, CLUE_PREFIX, QUESTION
 from lstmkit.explore import build_page, display_token, write_page, write_pngs
 from lstmkit.explore.page import page_data
 
@@ -220,6 +221,7 @@ def set_unit(page: Any, unit: int) -> None:
 
 @browser_only
 @pytest.mark.browser
+@pytest.mark.slow  # starts chromium
 def test_page_loads_colours_and_is_not_blank(browser: Any, tmp_path: Path) -> None:
     tokens = list(TEXT)
     path = write_page(tmp_path, np_lstm(tokens, H=16, layers=2), tokens, title="Romeo",
@@ -268,6 +270,7 @@ def _png(data: bytes) -> Any:
 
 @browser_only
 @pytest.mark.browser
+@pytest.mark.slow  # starts chromium
 def test_gate_colour_follows_the_values(browser: Any, tmp_path: Path) -> None:
     tr = planted_trace()
     o = open_page(browser, write_page(tmp_path, tr, [chr(97 + t % 26) for t in range(120)]))
@@ -283,6 +286,7 @@ def test_gate_colour_follows_the_values(browser: Any, tmp_path: Path) -> None:
 
 @browser_only
 @pytest.mark.browser
+@pytest.mark.slow  # starts chromium
 def test_brushing_finds_the_planted_unit(browser: Any, tmp_path: Path) -> None:
     tr = planted_trace()
     o = open_page(browser, write_page(tmp_path, tr, [chr(97 + t % 26) for t in range(120)]))
@@ -344,6 +348,7 @@ def test_brushing_finds_the_planted_unit(browser: Any, tmp_path: Path) -> None:
 
 @browser_only
 @pytest.mark.browser
+@pytest.mark.slow  # starts chromium
 def test_input_text_never_runs_as_script(browser: Any, tmp_path: Path) -> None:
     tokens = ["hello ", XSS_SCRIPT, " ", XSS_IMG, "\n", "bye"]
     tr = planted_trace(T=len(tokens), H=4)
@@ -368,11 +373,13 @@ def test_input_text_never_runs_as_script(browser: Any, tmp_path: Path) -> None:
 
 @browser_only
 @pytest.mark.browser
+@pytest.mark.slow  # starts chromium
 def test_words_predictions_and_report(browser: Any, tmp_path: Path) -> None:
-    words = ("the night was quiet clue:ann a door creaked clue:bob alibi:bob who? " * 3).split()
+    story = f"the night was quiet {CLUE_PREFIX}ann a door creaked {CLUE_PREFIX}bob {ALIBI_PREFIX}bob {QUESTION} "
+    words = (story * 3).split()
     tr = planted_trace(T=len(words), H=6)
     preds = [{"step": t, "pred": "ann", "target": "ann" if t < 30 else "bob",
-              "probs": {"ann": 0.8, "bob": 0.2}} for t, w in enumerate(words) if w == "who?"]
+              "probs": {"ann": 0.8, "bob": 0.2}} for t, w in enumerate(words) if w == QUESTION]
     path = write_page(tmp_path, tr, words, title="mystery", report="Units carrying the culprit: 4 (yes)",
                       predictions=preds)
     o = open_page(browser, path)
@@ -389,6 +396,7 @@ def test_words_predictions_and_report(browser: Any, tmp_path: Path) -> None:
 
 @browser_only
 @pytest.mark.browser
+@pytest.mark.slow  # starts chromium
 def test_twenty_thousand_characters_stay_responsive(browser: Any, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     T, H = 20_000, 32

@@ -14,6 +14,7 @@ from conftest import make_run
 
 import lstmkit
 from lstmkit.compress import compress
+from lstmkit.data.mystery import QUESTION
 from lstmkit.export import ExportError, export_onnx, from_onnx_gates, to_onnx_gates
 from lstmkit.export.onnx import peephole_from_onnx, peephole_to_onnx
 from lstmkit.models import ModelConfig, SequenceModel
@@ -136,7 +137,7 @@ def test_run_folder_file_is_valid_and_atomic(tmp_path: Path):
     onnx.checker.check_model(onnx.load(str(path)))
     assert [p.name for p in path.parent.iterdir()] == ["m.onnx"]  # no temporary file left behind
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-    assert "who?" in meta["vocab"] and meta["target"] == "class_last"
+    assert QUESTION in meta["vocab"] and meta["target"] == "class_last"
     r = load_run(run)
     batch = r.task.eval_batches("test", 16)[0]
     with torch.no_grad():

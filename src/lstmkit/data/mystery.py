@@ -21,7 +21,10 @@ FILLER_WORDS = (
     "tea", "cards", "snow", "gate", "bell", "coat", "hat", "ink", "glass", "knock",
     "dog", "thunder", "curtain", "morning", "attic", "pond", "rose", "train",
 )  # fmt: skip
-QUESTION = "who?"
+# The task's token names, defined here once (the explorer's mystery report reads stories by them).
+CLUE_PREFIX = "clue:"  # clue:<name> names a suspect
+ALIBI_PREFIX = "alibi:"  # alibi:<name> clears one
+QUESTION = "who?"  # the last token of every story
 
 
 class MysteryTask(SyntheticTask):
@@ -86,8 +89,8 @@ class MysteryTask(SyntheticTask):
         self.names = list(SUSPECT_NAMES[:S])
         self.vocab = (
             list(FILLER_WORDS[:Fw])
-            + [f"clue:{n}" for n in self.names]
-            + [f"alibi:{n}" for n in self.names]
+            + [CLUE_PREFIX + n for n in self.names]
+            + [ALIBI_PREFIX + n for n in self.names]
             + [QUESTION]
         )
         self.input_size = len(self.vocab)

@@ -1,5 +1,6 @@
 """The gate explorer: analyses of gate traces, the self-contained HTML page, static PNGs and a
-local server. The analyses need only NumPy; the PNGs import matplotlib when called.
+local server. The analyses compute with NumPy on traces from any source; the PNGs import matplotlib
+when called.
 
     from lstmkit.explore import retention, saturation, unit_search, find_matches, write_page
 """
@@ -24,6 +25,7 @@ from .analysis import (
 )
 from .page import build_page, display_token, trace_for_sequence, write_page
 from .pngs import write_pngs
+from .run import explore_run
 from .server import ExplorerServer, serve
 
 __all__ = [
@@ -50,10 +52,3 @@ __all__ = [
     "write_pngs",
     "explore_run",
 ]
-
-
-def explore_run(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """Trace a run and build its explorer page (see :mod:`lstmkit.explore.run`)."""
-    from .run import explore_run as _explore_run
-
-    return _explore_run(*args, **kwargs)

@@ -1,8 +1,9 @@
 """Gate analyses on plain arrays: memory retention, saturation, unit search, unit scores and the
 mystery report.
 
-Everything here works on NumPy arrays (a torch tensor is accepted and converted with
-``.detach().cpu().numpy()``), so the analyses need no torch and work on traces from any source.
+Everything here computes on NumPy arrays: a trace is the core's :class:`~lstmkit.core.Trace`, a
+mapping of arrays or any object with the gates as attributes (a torch tensor is converted with
+``.detach().cpu().numpy()``), so the analyses work on traces from any source.
 
 Shapes: T steps, B sequences, H units, L*D the layer×direction rows of the core's gate trace
 (``trace.i`` is (L*D, T, B, H)). Each function says which layout it takes.
@@ -23,7 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import torch
 
+from ..data.mystery import ALIBI_PREFIX, CLUE_PREFIX, QUESTION
 from ..errors import InputError
 
 __all__ = [
@@ -54,21 +57,24 @@ QUANTITIES = ("i", "f", "g", "o", "c", "h")
 
 
 def as_array(x: Any) -> np.ndarray:
-    """A NumPy array from an array-like or a torch tensor (without importing torch)."""
-    if hasattr(x, "detach"):  # a torch tensor: leave the graph and the device
+    """A NumPy array from an array-like or a torch tensor."""
+    if isinstance(x, torch.Tensor):  # leave the graph and the device
         x = x.detach().cpu().numpy()
     return np.asarray(x)
 
 
 def get_quantity(trace: Any, name: str) -> np.ndarray:
-    """``trace[name]`` for a mapping, ``trace.name`` otherwise (the core's GateTrace), as an array."""
+    """``trace[name]`` of a mapping, else the attribute ``trace.name`` (the core's :class:`~lstmkit.core.Trace`
+    or any object that holds the gates as attributes), as an array."""
     if isinstance(trace, Mapping):
         if name not in trace:
             raise KeyError(f"gate trace has no {name!r}; expected keys among {QUANTITIES}")
         return as_array(trace[name])
-    if not hasattr(trace, name):
-        raise KeyError(f"gate trace has no attribute {name!r}; expected attributes {QUANTITIES}")
-    return as_array(getattr(trace, name))
+    try:
+        value = getattr(trace, name)
+    except AttributeError:
+        raise KeyError(f"gate trace has no attribute {name!r}; expected attributes among {QUANTITIES}") from None
+    return as_array(value)
 
 
 def _steps_first(values: Any, fn: str) -> np.ndarray:
@@ -373,9 +379,6 @@ def unit_scores(
 # The mystery report
 # ---------------------------------------------------------------------------------------------
 
-CLUE_PREFIX = "clue:"
-ALIBI_PREFIX = "alibi:"
-QUESTION = "who?"
 PAD_TOKENS = frozenset({"", "<pad>", "<PAD>"})
 
 TokenKind = Literal["clue", "alibi", "question", "pad", "filler"]

@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import atomic
 from ..errors import InputError
-from .analysis import QUANTITIES, get_quantity, retention, retention_histogram, saturation
+from .analysis import QUANTITIES, MysteryReport, get_quantity, retention, retention_histogram, saturation
 
 __all__ = ["build_page", "write_page", "display_token", "trace_for_sequence", "page_data"]
 
@@ -127,7 +127,7 @@ def page_data(
     layer_labels: Sequence[str] | None = None,
     predictions: Sequence[Mapping[str, Any]] | None = None,
     next_probs: Sequence[Mapping[str, float] | Sequence[tuple[str, float]] | None] | None = None,
-    report: Any = None,
+    report: MysteryReport | str | None = None,
     signal: Sequence[float] | None = None,
     signal_name: str = "signal",
 ) -> dict[str, Any]:
@@ -224,8 +224,8 @@ def page_data(
 
     if report is None:
         report_text = None
-    elif hasattr(report, "summary"):
-        report_text = str(report.summary())
+    elif isinstance(report, MysteryReport):
+        report_text = report.summary()
     else:
         report_text = str(report)
 
@@ -271,19 +271,19 @@ def build_page(
     layer_labels: Sequence[str] | None = None,
     predictions: Sequence[Mapping[str, Any]] | None = None,
     next_probs: Sequence[Mapping[str, float] | Sequence[tuple[str, float]] | None] | None = None,
-    report: Any = None,
+    report: MysteryReport | str | None = None,
     signal: Sequence[float] | None = None,
     signal_name: str = "signal",
 ) -> str:
     """The explorer page for one sequence, as a self-contained HTML string.
 
-    ``trace``: mapping or object with i, f, g, o, c, h, each (L*D, T, H) for one sequence (h may be
+    ``trace``: the core's Trace, a mapping or an object with i, f, g, o, c, h, each (L*D, T, H) for one sequence (h may be
     (L*D, T, P) with a projection; (T, H) is one layer). ``tokens``: T display strings (characters
     or words; any string is shown visibly, see :func:`display_token`). ``layer_labels``: one per
     layer×direction row (default "layer k"). ``predictions``: for classification, a list of
     ``{"step", "pred", "target", "probs": {label: p}}`` shown at those steps. ``next_probs``: for
     language models, per step a ``{char: p}`` mapping (or pairs) of the likeliest next characters,
-    shown on hover. ``report``: the mystery report (an object with ``summary()``, or text).
+    shown on hover. ``report``: the :class:`MysteryReport` (its summary is shown) or text.
     ``signal``: an optional per-step number to sort units by their correlation with.
     """
     data = page_data(trace, tokens, title=title, layer_labels=layer_labels, predictions=predictions,

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from ..train import RunError
+from ..train import RunError, load_run
 from .analysis import mystery_report
 from .page import trace_for_sequence, write_page
 
@@ -63,8 +63,6 @@ def explore_run(
     """Build ``explore/index.html`` (or ``out/index.html``) for a run; returns
     ``{"page": Path, "pngs": [...], "summary": str | None, "report": MysteryReport | None,
     "unknown": int}``."""
-    from ..train import load_run
-
     run = load_run(run_dir)
     if run.model_config.arch != "lstm":
         raise InputError(f"{run.path}: the explorer shows LSTM gates; this run is a {run.model_config.arch}")
