@@ -9,11 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-# Plain calls run torch's LSTM in the tests (the measured choice depends on the machine and its load);
-# tests/test_dispatch.py tests the measured dispatch itself. Subprocesses inherit both.
-os.environ.setdefault("LSTMKIT_DISPATCH", "torch")
-_HERE = os.path.dirname(os.path.abspath(__file__))
-os.environ.setdefault("LSTMKIT_DISPATCH_CACHE", os.path.join(_HERE, "..", ".pytest_cache", "dispatch.json"))
+# Plain calls run the dispatch's default, the fixed rule that users run (tests/test_dispatch.py tests it).
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 

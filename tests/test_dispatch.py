@@ -4,7 +4,11 @@ measuring only when asked for (``dispatch.benchmark = True`` or LSTMKIT_DISPATCH
 
 from __future__ import annotations
 
+import builtins
+import contextlib
+import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -87,13 +91,32 @@ def test_rule_needs_two_threads_and_a_simd_it_knows():
 
 @pytest.fixture
 def default_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The user's default: no LSTMKIT_DISPATCH, benchmark off; HOME in an empty folder."""
+    """The user's default: no LSTMKIT_DISPATCH, benchmark off; the old cache variable points into an
+    empty folder (it must stay unused)."""
     monkeypatch.delenv("LSTMKIT_DISPATCH", raising=False)
+    monkeypatch.setenv("LSTMKIT_DISPATCH_CACHE", str(tmp_path / "dispatch.json"))
     monkeypatch.setattr(dispatch, "benchmark", False)
-    monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setattr(dispatch, "_measure", lambda *a: pytest.fail("measured without being asked to"))
     dispatch.forget()
     return tmp_path
+
+
+@contextlib.contextmanager
+def no_file_written(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail on any file opened for writing, or renamed, inside the block."""
+    real_open = builtins.open
+
+    def guarded(file, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+        if any(c in mode for c in "wax+"):
+            pytest.fail(f"wrote {file}")
+        return real_open(file, mode, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(builtins, "open", guarded)
+        m.setattr(io, "open", guarded)
+        m.setattr(os, "replace", lambda *a, **k: pytest.fail(f"renamed {a}"))
+        m.setattr(os, "rename", lambda *a, **k: pytest.fail(f"renamed {a}"))
+        yield
 
 
 def _expected(m: Machine, c: Case) -> str:
@@ -111,7 +134,9 @@ def _expected(m: Machine, c: Case) -> str:
 @needs_kernels
 @pytest.mark.parametrize("grad", [False, True])
 @pytest.mark.parametrize("T", [64, 20])
-def test_default_follows_the_rule_and_matches_nn_lstm(default_mode: Path, grad: bool, T: int):
+def test_default_follows_the_rule_and_matches_nn_lstm(
+    default_mode: Path, monkeypatch: pytest.MonkeyPatch, grad: bool, T: int
+):
     if not kernels.available():
         pytest.skip(f"kernels unavailable: {kernels.unavailable_reason()}")
     torch.manual_seed(0)
@@ -122,9 +147,10 @@ def test_default_follows_the_rule_and_matches_nn_lstm(default_mode: Path, grad: 
     xr, xm = x.clone().requires_grad_(grad), x.clone().requires_grad_(grad)
     with torch.set_grad_enabled(grad):
         y_ref, (h_ref, c_ref) = ref(xr)
-        for _ in range(2):  # the same call runs the same path every time
-            y, (h, c) = lstm(xm)
-            assert lstm.backend == want
+        with no_file_written(monkeypatch):
+            for _ in range(2):  # the same call runs the same path every time
+                y, (h, c) = lstm(xm)
+                assert lstm.backend == want
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close((h, c), (h_ref, c_ref), atol=1e-5, rtol=1e-5)
     if grad:
@@ -133,15 +159,15 @@ def test_default_follows_the_rule_and_matches_nn_lstm(default_mode: Path, grad: 
         g = torch.autograd.grad((y * w).sum(), [xm, *lstm.parameters()])
         for a, b in zip(g, g_ref):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    assert list(default_mode.iterdir()) == []  # nothing written (no ~/.cache/lstmkit/dispatch.json)
+    assert list(default_mode.iterdir()) == []  # $LSTMKIT_DISPATCH_CACHE unused
     assert dispatch.choices() == {}
 
 
 @pytest.fixture
-def measuring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[int]]:
-    """benchmark = True, HOME in an empty folder; the list counts the measurements."""
+def measuring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, list[int]]]:
+    """benchmark = True, the old cache variable into an empty folder; the list counts the measurements."""
     monkeypatch.delenv("LSTMKIT_DISPATCH", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("LSTMKIT_DISPATCH_CACHE", str(tmp_path / "dispatch.json"))
     monkeypatch.setattr(dispatch, "benchmark", True)
     calls: list[int] = []
     measure = dispatch._measure
@@ -165,7 +191,7 @@ def test_measuring_is_an_opt_in(measuring: tuple[Path, list[int]], monkeypatch: 
     x = torch.randn(40, 3, 8)
     grads_before = [p.grad for p in lstm.parameters()]
     state = torch.get_rng_state()
-    with torch.no_grad():
+    with torch.no_grad(), no_file_written(monkeypatch):
         y, _ = lstm(x)
     assert torch.equal(torch.get_rng_state(), state)  # measuring drew no random number of the caller
     (key, entry), = dispatch.choices().items()
