@@ -18,7 +18,7 @@ followed in the same time loop by one vectorised pointwise pass, inside a single
 the whole sequence. The threads split either the batch rows (plain cell without projection or layer
 norm, from 4 rows per thread, and with AVX-512 only while W_hh fits in a core's L2: no barrier at
 all) or the hidden units (one barrier per step). The input projection moves into the time loop,
-step by step, when it pays (measured rules in choose_proj_in_loop, lstm_fused.cpp: with the row
+step by step, when it pays (measured rules in choose_proj_in_loop, lstm_tuning.h: with the row
 split while [W_ih | W_hh] takes <= 3/4 of a core's L2; with AVX-512 also the unit split from 32
 rows). The streaming step reads its weight blocks in alternating order from call to call, so the
 blocks a thread read last are still cached when weights outgrow its L2. The backward pass runs the
@@ -30,7 +30,8 @@ the unit split or layer norm the GEMM packs da's rows itself); larger layers and
 (MKL): [x | h]^T @ da as one GEMM (two with layer norm). The layer is a C++ autograd node (no
 Python runs in its backward).
 In float32 the plain time loops use a rational sigmoid/tanh (max abs error 4.4e-7, about half the
-work of the exp-based ones, which layer norm keeps). See lstm_fused.h for the buffer layouts.
+work of the exp-based ones, which layer norm keeps). See lstm_loops.h for the buffer layouts,
+and lstm_bindings.cpp for where each part of the C++ lives.
 When other processes keep the cores busy, multi-threaded calls fall back to one thread
 (:func:`contention_events`).
 
@@ -181,16 +182,14 @@ def fused_layer(
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64)
     nt = torch.get_num_threads() if num_threads is None else int(num_threads)
-    # a C++ autograd node (lstm_fused.cpp, FusedLayerFn): its backward runs without Python
+    # a C++ autograd node (lstm_autograd.cpp, FusedLayerFn): its backward runs without Python; the
+    # keywords are the names of the binding (lstm_bindings.cpp), the result a LayerOutputs
     out = _mod().fused_layer(
-        x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih, w_hh, b_ih, b_hh, w_hr, peephole,
-        _NO_LN if ln is None else list(ln), zoneout_c, zoneout_h, lengths, bool(coupled), bool(trace), nt,
+        x=x.contiguous(), h0=h0.contiguous(), c0=c0.contiguous(), w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
+        w_hr=w_hr, peephole=peephole, ln=_NO_LN if ln is None else list(ln), zoneout_c=zoneout_c,
+        zoneout_h=zoneout_h, lengths=lengths, coupled=bool(coupled), trace=bool(trace), num_threads=nt,
     )  # fmt: skip
-    if trace:
-        y, hT, cT, gates, c = out
-        return y, hT, cT, (gates, c)
-    y, hT, cT = out
-    return y, hT, cT, None
+    return out.y, out.h_T, out.c_T, (out.gates, out.c) if trace else None
 
 
 class _CompiledStream:
@@ -284,8 +283,9 @@ class FusedStream(_CompiledStream):
             ln = [[t.detach().to(dtype) for t in lay["ln"]] if lay.get("ln") is not None else [] for lay in layers]
         nt = torch.get_num_threads() if num_threads is None else int(num_threads)
         self._impl = m.FusedStream(
-            w_ih, w_hh, bias, w_hr, int(batch_size), nt, peep, ln, bool(coupled), float(zoneout_c), float(zoneout_h)
-        )
+            w_ih=w_ih, w_hh=w_hh, bias=bias, w_hr=w_hr, batch_size=int(batch_size), num_threads=nt, peephole=peep,
+            ln=ln, coupled=bool(coupled), zoneout_c=float(zoneout_c), zoneout_h=float(zoneout_h),
+        )  # fmt: skip
         self.batch_size = int(batch_size)
         self.input_size = int(w_ih[0].shape[1])
         self.num_layers = len(layers)
@@ -320,7 +320,9 @@ class Int8Stream(_CompiledStream):
         bias = [lay["bias"].detach().float().contiguous() if lay.get("bias") is not None else empty for lay in layers]
         nt = torch.get_num_threads() if num_threads is None else int(num_threads)
         try:
-            self._impl = m.Int8Stream(q_ih, s_ih, q_hh, s_hh, bias, int(batch_size), nt)
+            self._impl = m.Int8Stream(
+                q_ih=q_ih, s_ih=s_ih, q_hh=q_hh, s_hh=s_hh, bias=bias, batch_size=int(batch_size), num_threads=nt
+            )
         except RuntimeError as e:
             raise ValueError(f"Int8Stream: {str(e).splitlines()[0]}") from None
         self.batch_size = int(batch_size)

@@ -30,8 +30,6 @@ from types import ModuleType
 
 import torch
 
-_SOURCES = ("lstm_fused.cpp",)
-_HEADERS = ("lstm_fused.h", "lstm_gemm.h", "lstm_simd.h", "lstm_int8.h")
 # -fvisibility=hidden: the module exports only its init function, so its inline and template
 # functions are never resolved to another loaded copy of the kernels (e.g. an older build).
 _FLAG_SETS: tuple[tuple[str, ...], ...] = (
@@ -48,6 +46,17 @@ _tried = False
 
 def _src_dir() -> Path:
     return Path(__file__).resolve().parent
+
+
+def _sources() -> list[Path]:
+    """The translation units of the extension: every .cpp file of this folder."""
+    return sorted(_src_dir().glob("*.cpp"))
+
+
+def _hashed_files() -> list[Path]:
+    """Everything the binary is built from (every .cpp and .h of this folder): the build key covers
+    them all, so a change to any source or header builds anew."""
+    return sorted([*_src_dir().glob("*.cpp"), *_src_dir().glob("*.h")])
 
 
 def _cpu_signature() -> str:
@@ -84,9 +93,9 @@ def _build_dir(key: str) -> Path:
 
 def build_key(flags: tuple[str, ...]) -> str:
     h = hashlib.sha256()
-    for name in _SOURCES + _HEADERS:
-        h.update(name.encode())
-        h.update((_src_dir() / name).read_bytes())
+    for path in _hashed_files():
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
     h.update(" ".join(flags).encode())
     h.update(torch.__version__.encode())
     h.update(sys.version.encode())
@@ -134,7 +143,7 @@ def _build() -> ModuleType:
     if not _find_ninja():
         raise RuntimeError("the ninja build tool is missing (pip install ninja)")
     verbose = os.environ.get("LSTMKIT_KERNEL_VERBOSE", "") not in ("", "0")
-    sources = [str(_src_dir() / s) for s in _SOURCES]
+    sources = [str(p) for p in _sources()]
     last: Exception | None = None
     for flags in _FLAG_SETS:
         flags = flags + _simd_flags()

@@ -30,7 +30,8 @@
 #include <cstring>
 #include <vector>
 
-#include "lstm_fused.h"
+#include "lstm_loops.h"
+#include "lstm_tuning.h"
 
 namespace lstmkit {
 
@@ -271,9 +272,7 @@ class Int8StreamCpp {
       wbytes += l.w.numel();
       layers_.push_back(std::move(l));
     }
-    nt_ = num_threads > 0 ? (int)num_threads : at::get_num_threads();
-    if (wbytes * B_ < (1 << 19)) nt_ = 1;  // fits one core's L2 many times over: threads cost more
-    if (num_threads < 0) nt_ = (int)-num_threads;
+    nt_ = int8_stream_threads(num_threads, wbytes, B_);
     nt_ = std::max(1, std::min(nt_, Team::kMaxThreads));
     for (const auto& l : layers_) {
       xq_.push_back(at::zeros({nt_, B_, l.QX * 4}, at::kChar));  // each thread codes the layer input itself
