@@ -1,5 +1,5 @@
 """Tests of the fused CPU kernels (lstmkit.kernels) against torch.nn.LSTM and an explicit
-step-by-step oracle of the cell's equations written here, independent of lstmkit.
+step-by-step oracle of the cell's equations (tests/oracle.py), independent of lstmkit.
 
 The kernels are built on first use (~1 min, then cached). If they cannot be built on this machine
 the tests that need them are skipped, and test_unavailable_* still run.
@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from oracle import oracle_layer as oracle
 
 from lstmkit import kernels as K
 from lstmkit.kernels import _build
@@ -30,80 +31,6 @@ needs_kernels = pytest.mark.skipif(
 def kern() -> None:
     if not K.available():
         pytest.skip(f"fused kernels unavailable: {K.unavailable_reason()}")
-
-
-# ------------------------------------------------------------------------------------------------
-# the oracle: the equations, one step at a time, in plain torch (autograd gives its gradients)
-# ------------------------------------------------------------------------------------------------
-def oracle(
-    x: torch.Tensor,
-    h0: torch.Tensor,
-    c0: torch.Tensor,
-    w_ih: torch.Tensor,
-    w_hh: torch.Tensor,
-    b_ih: torch.Tensor | None,
-    b_hh: torch.Tensor | None,
-    w_hr: torch.Tensor | None = None,
-    peephole: torch.Tensor | None = None,
-    coupled: bool = False,
-    zoneout_c: torch.Tensor | None = None,
-    zoneout_h: torch.Tensor | None = None,
-    lengths: torch.Tensor | None = None,
-    ln: tuple[torch.Tensor, ...] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    def norm(v: torch.Tensor, gain: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        mu = v.mean(-1, keepdim=True)
-        var = ((v - mu) ** 2).mean(-1, keepdim=True)
-        return (v - mu) / torch.sqrt(var + 1e-5) * gain + shift
-
-    h, c = h0, c0
-    ys, gs, cs = [], [], []
-    for t in range(x.shape[0]):
-        if ln is not None:
-            a = norm(x[t] @ w_ih.T, ln[0], ln[1]) + norm(h @ w_hh.T, ln[2], ln[3])
-        else:
-            a = x[t] @ w_ih.T + h @ w_hh.T
-        if b_ih is not None:
-            a = a + b_ih
-        if b_hh is not None:
-            a = a + b_hh
-        ai, af, ag, ao = a.chunk(4, dim=1)
-        if peephole is not None:
-            ai = ai + peephole[0] * c
-            af = af + peephole[1] * c
-        i = torch.sigmoid(ai)
-        f = 1 - i if coupled else torch.sigmoid(af)
-        g = torch.tanh(ag)
-        ct = f * c + i * g
-        if peephole is not None:
-            ao = ao + peephole[2] * ct
-        o = torch.sigmoid(ao)
-        ht = o * torch.tanh(norm(ct, ln[4], ln[5]) if ln is not None else ct)
-        if w_hr is not None:
-            ht = ht @ w_hr.T
-        cn = zoneout_c[t] * c + (1 - zoneout_c[t]) * ct if zoneout_c is not None else ct
-        hn = zoneout_h[t] * h + (1 - zoneout_h[t]) * ht if zoneout_h is not None else ht
-        gates = torch.cat([i, f, g, o], dim=1)
-        if lengths is not None:
-            ok = (t < lengths).unsqueeze(1)
-            cn = torch.where(ok, cn, c)
-            hn = torch.where(ok, hn, h)
-            ys.append(torch.where(ok, hn, torch.zeros_like(hn)))
-            gs.append(torch.where(ok, gates, torch.zeros_like(gates)))
-        else:
-            ys.append(hn)
-            gs.append(gates)
-        h, c = hn, cn
-        cs.append(torch.where((t < lengths).unsqueeze(1), c, torch.zeros_like(c)) if lengths is not None else c)
-    T, B = x.shape[0], x.shape[1]
-    empty = x.new_zeros(T, B, 0)
-    return (
-        torch.stack(ys) if ys else empty,
-        h,
-        c,
-        torch.stack(gs) if gs else empty,
-        torch.stack(cs) if cs else empty,
-    )
 
 
 def make_case(
@@ -790,6 +717,7 @@ def test_own_gemm_matches_torch_mm(kern: None, M: int, K: int, N: int, threads: 
 
 
 @needs_kernels
+@pytest.mark.slow  # builds the AVX2 kernels (minutes) and reruns the oracle tests on them
 @pytest.mark.skipif(
     "avx512=1" not in (K.build_info() or "") if K.available() else True,
     reason="the native build is the AVX2 one already",
