@@ -14,19 +14,19 @@ from __future__ import annotations
 from .adding import AddingTask
 from .base import Batch, DataError, Task
 from .copy_task import CopyTask
+from .forecast import ForecastTask
 from .mystery import MysteryTask
 from .reber import ReberTask
 from .registry import TASK_NAMES, make_task, task_params
 from .temporal_order import TemporalOrderTask
 from .text import TextTask
-from .timeseries import CsvTask
 
 __all__ = [
     "TASK_NAMES",
     "AddingTask",
     "Batch",
     "CopyTask",
-    "CsvTask",
+    "ForecastTask",
     "DataError",
     "MysteryTask",
     "ReberTask",

@@ -22,7 +22,9 @@ from ..errors import InputError
 
 Split = Literal["val", "test"]
 InputType = Literal["tokens", "vector"]
-TargetKind = Literal["class_last", "class_steps", "multilabel_steps", "regress_last", "regress_horizon"]
+TargetKind = Literal[
+    "class_last", "class_steps", "multilabel_steps", "regress_last", "regress_horizon", "regress_steps"
+]
 
 LN2 = math.log(2.0)
 
@@ -184,7 +186,7 @@ class Task(ABC):
         t = int(batch.lengths.max())
         if t == batch.x.shape[1]:
             return batch
-        per_step = self.target in ("class_steps", "multilabel_steps")
+        per_step = self.target in ("class_steps", "multilabel_steps", "regress_steps")
         return Batch(
             x=batch.x[:, :t],
             y=batch.y[:, :t] if per_step else batch.y,

@@ -8,11 +8,11 @@ from typing import Any
 from .adding import AddingTask
 from .base import DataError, Task
 from .copy_task import CopyTask
+from .forecast import ForecastTask
 from .mystery import MysteryTask
 from .reber import ReberTask
 from .temporal_order import TemporalOrderTask
 from .text import TextTask
-from .timeseries import CsvTask
 
 TASKS: dict[str, type[Task]] = {
     "adding": AddingTask,
@@ -21,7 +21,7 @@ TASKS: dict[str, type[Task]] = {
     "reber": ReberTask,
     "mystery": MysteryTask,
     "text": TextTask,
-    "csv": CsvTask,
+    "csv": ForecastTask,
 }
 TASK_NAMES = ("adding", "copy", "temporal-order", "reber", "mystery", "text", "csv")
 

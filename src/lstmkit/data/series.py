@@ -9,8 +9,8 @@ index label, of the first offending row) and how to fix it.
 Rules, in the order they are applied:
 
 - Columns: `target` (required), `date`, `id`, `features` (past covariates) and `future_features`
-  (covariates known in advance) must exist and each be named once. CSV rows with none of these
-  columns filled (blank lines) are skipped, and line numbers in messages count them. A DataFrame's
+  (covariates known in advance) must exist and each be named once. CSV rows with no cell filled
+  (blank lines) are skipped, and line numbers in messages count them. A DataFrame's
   `date` may also be the name of its index.
 - Series: rows with the same `id` value form one series, in the order in which the ids first appear.
   Without `id` the whole table is one series (id ""). Without `date` the rows are taken in file order,
@@ -234,7 +234,7 @@ def _csv_text(path: Path, delimiter: str) -> tuple[str, list[str]]:
 def _read_csv(
     path: Path, text: str, header: list[str], delimiter: str, text_cols: list[str], num_cols: list[str]
 ) -> pd.DataFrame:
-    """The named columns, the rows' line numbers as the index, rows with none of them filled left out
+    """The named columns, the rows' line numbers as the index, rows with no cell filled left out
     (blank lines; their line numbers are kept for the others).
 
     text_cols (id, date) are read as strings, "" where empty; num_cols as numbers where every cell
@@ -260,13 +260,14 @@ def _read_csv(
         raise DataError(
             f"csv file {str(path)!r} does not parse as CSV ({msg}); give every row as many fields as the header"
         ) from None
+    # a blank line has no cell filled in any column (a row with only the target empty is a missing value)
+    blank = np.ones(len(df), dtype=bool)
+    for j in range(df.shape[1]):
+        col = df.iloc[:, j]
+        blank &= (col.isna() | (col == "")).to_numpy() if col.dtype == object else col.isna().to_numpy()
     df = df.iloc[:, [header.index(c) for c in names]]
     df.columns = names
     df.index = np.arange(2, len(df) + 2)  # line numbers (1-based, after the header)
-    blank = np.ones(len(df), dtype=bool)
-    for c in names:
-        col = df[c]
-        blank &= (col.isna() | (col == "")).to_numpy() if col.dtype == object else col.isna().to_numpy()
     return df.loc[~blank] if blank.any() else df
 
 

@@ -5,9 +5,10 @@ for vector tasks), the recurrent core (``lstmkit.LSTM``, or torch's GRU / vanill
 so a user can see how far back each remembers), and an output head chosen by the task's target:
 
 * ``class_last`` / ``regress_last`` / ``regress_horizon``: a linear layer on the output at the last
-  valid step of each sequence -> (B, output_size). Sequence classification, regression, forecasting.
-* ``class_steps`` / ``multilabel_steps``: a linear layer at every step -> (B, T, output_size).
-  Per-step classification; a character language model (with optional weight tying).
+  valid step of each sequence -> (B, output_size). Sequence classification, regression.
+* ``class_steps`` / ``multilabel_steps`` / ``regress_steps``: a linear layer at every step ->
+  (B, T, output_size). Per-step classification; a character language model (with optional weight
+  tying); forecasting (the quantiles of every forecast step).
 
 Sequences are padded at the end and the core runs forward in time only, so the padding never
 reaches a valid step; the head reads the output at ``lengths - 1``.
@@ -26,7 +27,7 @@ from ..core.variants import VARIANTS
 from ..errors import InputError
 
 Arch = Literal["lstm", "gru", "rnn"]
-TARGETS = ("class_last", "class_steps", "multilabel_steps", "regress_last", "regress_horizon")
+TARGETS = ("class_last", "class_steps", "multilabel_steps", "regress_last", "regress_horizon", "regress_steps")
 VARIANT_KEYS = VARIANTS  # the keys of ModelConfig.variants: the variant keywords of lstmkit.LSTM
 
 
@@ -127,7 +128,7 @@ class SequenceModel(nn.Module):
 
     @property
     def per_step(self) -> bool:
-        return self.cfg.target in ("class_steps", "multilabel_steps")
+        return self.cfg.target in ("class_steps", "multilabel_steps", "regress_steps")
 
     def features(self, x: Tensor) -> Tensor:
         if self.embedding is not None:

@@ -35,6 +35,7 @@ from safetensors.torch import save as st_save
 from .. import __version__, atomic
 from ..core import LSTM
 from ..data import Task, make_task
+from ..data.forecast import ForecastTask
 from ..errors import InputError
 from ..models import ModelConfig, SequenceModel
 from .config import TrainConfig
@@ -276,6 +277,22 @@ class Run:
         if split not in ("val", "test"):
             raise InputError(f"split must be 'val' or 'test', got {split!r}")
         return evaluate_model(self.model, self.task, split, batch_size)  # type: ignore[arg-type]
+
+    def forecast(self, frame: Any = None, horizon: int | None = None) -> Any:
+        """A forecasting run's forecast of the `horizon` steps after the end of every series: a pandas
+        DataFrame with [id], date, median and one column per quantile (``q0.1`` …).
+
+        `frame`: newer data (a DataFrame or a CSV path with the training file's columns) whose newest
+        rows are the context; default: the run's own data. The model is not retrained.
+        """
+        task = self.task
+        if not isinstance(task, ForecastTask):
+            raise InputError(
+                f"{self.path}: forecasting needs a forecasting run (lstmkit train csv), this one is {task.name}"
+            )
+        model = self.model
+        model.eval()
+        return task.forecast_frame(lambda b: model(b.x), frame, horizon)
 
     def sample(
         self,

@@ -1,0 +1,251 @@
+"""The forecasting task (``csv``): windows and splits by hand, metrics of known forecasts, and trained
+models on synthetic series whose right answers are known."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lstmkit.data import DataError, make_task
+from lstmkit.data.base import Batch
+from lstmkit.data.forecast import ForecastTask, plan_lengths
+
+
+def write(tmp_path: Path, df: pd.DataFrame, name: str = "s.csv") -> str:
+    p = tmp_path / name
+    df.to_csv(p, index=False)
+    return str(p)
+
+
+def monthly(y: np.ndarray, **cols: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"date": pd.date_range("2000-01-01", periods=len(y), freq="MS"), "y": y, **cols})
+
+
+def perfect(task: ForecastTask):  # a model that knows the answer: the median is the target, the outer quantiles +-1
+    def predict(b: Batch) -> torch.Tensor:
+        out = torch.zeros(len(b), b.x.shape[1], task.output_size)
+        out[:, task.window :, :] = b.y.unsqueeze(-1) + torch.tensor([-1.0, 0.0, 1.0])
+        return out
+
+    return predict
+
+
+# ----------------------------------------------------------------------------- windows and splits
+
+
+def test_windows_splits_and_targets_by_hand(tmp_path: Path) -> None:
+    y = np.arange(40, dtype=float)  # a straight line: y_t = t
+    task = make_task(
+        "csv", csv=write(tmp_path, monthly(y)), target="y", date="date", season=4, window=8, horizon=3, backtest=2
+    )
+    assert isinstance(task, ForecastTask)
+    # test origins: the last 2 (each forecasts 3 steps inside the data); validation: 1 origin whose
+    # targets end right before the first test target; training windows end before that
+    assert task.origins("test")[0].tolist() == [36, 37]
+    assert task.origins("val")[0].tolist() == [33]
+    assert task._train_e.min() == 8 and task._train_e.max() == 30
+    b = task._windows(np.array([0]), np.array([20]))
+    x = b.x[0].numpy()
+    assert x.shape == (8 + 3, 3)
+    # scaling "last": location y[19] = 19, scale = mean |step| = 1
+    np.testing.assert_allclose(x[:8, 0], np.arange(12, 20) - 19)
+    np.testing.assert_allclose(x[8:, 0], 0)
+    np.testing.assert_allclose(x[:, 1], [0] * 8 + [1] * 3)
+    np.testing.assert_allclose(x[:8, 2], np.arange(8, 16) - 19)  # y[t-4]
+    np.testing.assert_allclose(x[8:, 2], np.array([16, 17, 18]) - 19)  # seasonal naive of steps 20, 21, 22: y[t-4]
+    # the target is the correction of seasonal naive in window scale: y[t] - y[t-4] = 4
+    np.testing.assert_allclose(b.y[0].numpy(), [4, 4, 4])
+    np.testing.assert_allclose(b.meta["true"][0].numpy(), [20, 21, 22])
+
+
+def test_revin_and_mean_scaling(tmp_path: Path) -> None:
+    y = np.arange(1, 41, dtype=float)
+    csv = write(tmp_path, monthly(y))
+    w = np.arange(12, 20, dtype=float) + 1  # y values of the window of origin 20
+    for scaling, loc, scale in (("revin", w.mean(), w.std()), ("mean", 0.0, np.abs(w).mean())):
+        task = make_task(
+            "csv", csv=csv, target="y", date="date", season=1, window=8, horizon=3, backtest=2, scaling=scaling
+        )
+        b = task._windows(np.array([0]), np.array([20]))
+        np.testing.assert_allclose(b.x[0, :8, 0].numpy(), (w - loc) / scale, rtol=1e-5)
+
+
+def test_known_forecasts_score_as_computed_by_hand(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    y = 50 + rng.normal(size=60).cumsum()
+    task = make_task(
+        "csv", csv=write(tmp_path, monthly(y)), target="y", date="date", season=1, window=8, horizon=2, backtest=3
+    )
+    m = task.evaluate(perfect(task), "test")
+    assert m["mae"] == pytest.approx(0, abs=1e-5) and m["coverage"] == 1.0  # float32 targets
+
+    # a constant output 1 (window scale) above the seasonal-naive reference: error = the window's scale
+    def plus_one(b: Batch) -> torch.Tensor:
+        out = torch.zeros(len(b), b.x.shape[1], task.output_size)
+        out[:, task.window :, :] = 1.0
+        return out
+
+    m = task.evaluate(plus_one, "test")
+    origins = task.origins("test")[0]
+    errs = []
+    for e in origins:
+        w = y[e - 8 : e]
+        scale = np.mean(np.abs(np.diff(w)))
+        pred = y[e - 1] + scale  # naive + 1 scale
+        errs += [pred - y[e], pred - y[e + 1]]
+    errs = np.array(errs)
+    hist = y[: origins[0]]
+    mase_scale = np.mean(np.abs(np.diff(hist)))
+    assert m["mae"] == pytest.approx(np.abs(errs).mean(), rel=1e-6)
+    assert m["rmse"] == pytest.approx(np.sqrt((errs**2).mean()), rel=1e-6)
+    assert m["mase"] == pytest.approx(np.abs(errs).mean() / mase_scale, rel=1e-6)
+
+
+def test_defaults_from_season_and_length() -> None:
+    t = np.arange(120)
+    y = np.sin(2 * np.pi * t / 12) + 0.01 * t
+    p = plan_lengths(120, y[:96], season=None, horizon=None, window=None, backtest=None, step=1)
+    assert (p.season, p.horizon, p.window, p.backtest) == (12, 12, 24, 12)
+    p = plan_lengths(60, y[:42], season=None, horizon=None, window=None, backtest=None, step=1, freq="MS")
+    assert p.season == 12 and p.horizon == 12 and p.window >= 12 and p.backtest == 6
+    p = plan_lengths(
+        300, np.random.default_rng(0).normal(size=240), season=None, horizon=None, window=None, backtest=None, step=1
+    )
+    assert (p.season, p.horizon) == (1, 8)
+
+
+def test_bad_input(tmp_path: Path) -> None:
+    y = np.arange(30, dtype=float)
+    csv = write(tmp_path, monthly(y))
+    with pytest.raises(DataError, match="fewer than window"):
+        make_task("csv", csv=csv, target="y", date="date", window=12, horizon=12, backtest=4)
+    with pytest.raises(DataError, match="include 0.5"):
+        make_task("csv", csv=csv, target="y", date="date", quantiles="0.1,0.9")
+    with pytest.raises(DataError, match="between 0 and 1"):
+        make_task("csv", csv=csv, target="y", date="date", quantiles="0.5,1.5")
+    with pytest.raises(DataError, match="scaling"):
+        make_task("csv", csv=csv, target="y", date="date", scaling="zscore")
+    long = pd.concat([monthly(np.arange(60.0)).assign(id="a"), monthly(np.arange(10.0)).assign(id="b")])
+    with pytest.raises(DataError, match="series 'b' has 10 rows"):
+        make_task(
+            "csv",
+            csv=write(tmp_path, long, "l.csv"),
+            target="y",
+            date="date",
+            id="id",
+            season=1,
+            window=8,
+            horizon=2,
+            backtest=2,
+        )
+
+
+# ----------------------------------------------------------------------------- trained models
+
+
+def _train(tmp_path: Path, csv: str, steps: int = 300, **params: object):
+    from lstmkit.train import TrainConfig, load_run, train
+
+    cfg = TrainConfig(
+        task="csv",
+        task_params={"csv": csv, "target": "y", "date": "date", **params},
+        hidden_size=32,
+        max_steps=steps,
+        eval_every=50,
+        patience=0,
+        lr=3e-3,
+        seed=0,
+    )
+    train(cfg, tmp_path / "run", progress=False)
+    return load_run(tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_trend_and_season_are_extrapolated(tmp_path: Path) -> None:
+    """A linear trend plus a season leaves its training range; per-window scaling still forecasts it
+    better than seasonal naive (MASE < 1, the in-sample seasonal-naive error)."""
+    t = np.arange(180)
+    rng = np.random.default_rng(1)
+    y = 100 + 2.0 * t + 15 * np.sin(2 * np.pi * t / 12) + rng.normal(scale=1.0, size=len(t))
+    run = _train(tmp_path, write(tmp_path, monthly(y)))
+    m = run.evaluate("test")
+    assert m["mase"] < 1.0, m
+    assert y[-24:].min() > y[:120].max()  # the test part lies outside everything trained on
+
+
+@pytest.mark.slow
+def test_gaussian_noise_gives_nominal_coverage(tmp_path: Path) -> None:
+    """IID noise around a level: the calibrated 80% interval covers about 80% of the backtest."""
+    rng = np.random.default_rng(2)
+    frames = [monthly(10 + rng.normal(size=120)).assign(id=f"s{k}") for k in range(8)]
+    run = _train(
+        tmp_path, write(tmp_path, pd.concat(frames)), steps=250, id="id", season=1, horizon=4, window=16, backtest=12
+    )
+    m = run.evaluate("test")
+    assert 0.65 <= m["coverage"] <= 0.93, m
+    # better than the naive forecast on the same origins (the noise's own MAE is 0.80, naive's ~1.13)
+    task = run.task
+    naive = [
+        abs(s.y[e + k] - s.y[e - 1])
+        for s, o in zip(task.panel.series, task.origins("test"))
+        for e in o
+        for k in range(4)
+    ]
+    assert m["mae"] < np.mean(naive), (m, np.mean(naive))
+
+
+@pytest.mark.slow
+def test_backtest_never_sees_data_after_its_origin(tmp_path: Path) -> None:
+    """Poison every value after the first test origin: the trained weights are the same, and the
+    forecast of each origin does not change when everything from that origin on is poisoned."""
+    rng = np.random.default_rng(3)
+    t = np.arange(100)
+    y = 20 + 0.3 * t + 3 * np.sin(2 * np.pi * t / 6) + rng.normal(scale=0.3, size=len(t))
+    params = dict(season=6, window=12, horizon=3, backtest=5)
+    clean = _train(tmp_path / "a", write(tmp_path, monthly(y), "a.csv"), steps=60, **params)
+    first = int(clean.task.origins("test")[0][0])
+    bad = y.copy()
+    bad[first:] = 1e6
+    poisoned = _train(tmp_path / "b", write(tmp_path, monthly(bad), "b.csv"), steps=60, **params)
+    for (k, a), b in zip(clean.model.state_dict().items(), poisoned.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    task = clean.task
+    model = clean.model
+    for e in task.origins("test")[0]:
+        b1 = task._windows(np.array([0]), np.array([e]), with_targets=False)
+        y2 = task._y.copy()
+        task._y[e:] = np.nan  # anything read from the origin on would turn the forecast into NaN
+        try:
+            b2 = task._windows(np.array([0]), np.array([e]), with_targets=False)
+        finally:
+            task._y[:] = y2
+        with torch.no_grad():
+            f1 = task.to_values(model(b1.x), b1)
+            f2 = task.to_values(model(b2.x), b2)
+        np.testing.assert_array_equal(f1, f2)
+
+
+@pytest.mark.slow
+def test_forecast_of_the_future(tmp_path: Path) -> None:
+    t = np.arange(96)
+    y = 50 + 10 * np.sin(2 * np.pi * t / 12) + 0.5 * t
+    csv = write(tmp_path, monthly(y))
+    run = _train(tmp_path, csv, steps=100)
+    df = run.forecast()
+    assert list(df.columns) == ["date", "median", "q0.1", "q0.5", "q0.9"]
+    assert len(df) == 12
+    assert df["date"].iloc[0] == pd.Timestamp("2008-01-01") and df["date"].iloc[-1] == pd.Timestamp("2008-12-01")
+    assert (df["q0.1"] <= df["median"]).all() and (df["median"] <= df["q0.9"]).all()
+    assert len(run.forecast(horizon=3)) == 3
+    with pytest.raises(DataError, match="longer than the 12 steps"):
+        run.forecast(horizon=13)
+    # newer data: one more year, the forecast starts after it
+    newer = monthly(
+        np.concatenate([y, 50 + 10 * np.sin(2 * np.pi * np.arange(96, 108) / 12) + 0.5 * np.arange(96, 108)])
+    )
+    df2 = run.forecast(newer)
+    assert df2["date"].iloc[0] == pd.Timestamp("2009-01-01")
