@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import lstmkit
+from lstmkit.errors import InputError
 
 
 @pytest.mark.parametrize(
@@ -116,3 +117,14 @@ def test_stream_errors():
         s.step(torch.randn(3, 4))
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         lstmkit.LSTM(4, 8).stream(0)
+
+
+def test_fused_refuses_what_the_kernels_do_not_compute():
+    from lstmkit import kernels
+
+    lstm = lstmkit.LSTM(4, 8, backend="fused", dtype=torch.float16)
+    with pytest.raises(InputError, match="backend='fused' cannot run here"):
+        lstm(torch.randn(3, 2, 4, dtype=torch.float16))
+    if kernels.available():  # float32 and float64 on CPU: every configuration
+        for dtype in (torch.float32, torch.float64):
+            lstmkit.LSTM(4, 8, backend="fused", peephole=True, dtype=dtype)(torch.randn(3, 2, 4, dtype=dtype))

@@ -75,3 +75,33 @@ def test_variant_stream_is_compiled_and_equals_the_reference(variants, layers, p
     hs, cs = s.state
     torch.testing.assert_close(hs, h, atol=tol, rtol=tol)
     torch.testing.assert_close(cs, c, atol=tol, rtol=tol)
+
+
+def test_every_stream_is_a_stream(tmp_path):
+    """The reference, fused and int8 streams (tensors) and the NumPy runtime's (arrays) share one
+    interface, lstmkit.core.Stream: batch_size, step, reset, state; each steps and resets."""
+    import numpy as np
+
+    from lstmkit import kernels
+    from lstmkit import runtime as rt
+    from lstmkit.core import Stream
+    from lstmkit.export import export_runtime
+
+    m = lstmkit.LSTM(5, 8).eval()
+    streams = [lstmkit.LSTM.from_torch(m.to_torch(), backend="reference").eval().stream()]
+    if kernels.available():
+        streams.append(m.stream())
+        streams.append(lstmkit.LSTM.from_torch(m.to_torch()).eval().use_int8().stream())
+    export_runtime(m, tmp_path / "b")
+    streams.append(rt.load(tmp_path / "b").stream())
+    kinds = set()
+    for s in streams:
+        assert isinstance(s, Stream), type(s)
+        x = torch.randn(5)
+        first = s.step(x.numpy() if isinstance(s.state[0], np.ndarray) else x)
+        assert tuple(first.shape) == (8,) and s.batch_size == 1
+        s.reset()
+        again = s.step(x.numpy() if isinstance(s.state[0], np.ndarray) else x)
+        np.testing.assert_allclose(np.asarray(again), np.asarray(first), atol=1e-6)  # reset: from zeros again
+        kinds.add(type(s).__name__)
+    assert len(kinds) == len(streams)

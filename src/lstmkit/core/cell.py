@@ -98,7 +98,7 @@ class LSTMCell(nn.Module):
 
     def reset_parameters(self) -> None:
         """torch.nn.LSTMCell's init, then the variants' (see :func:`lstmkit.core.variants.init_parameters`)."""
-        init_parameters(self, self.hidden_size, [""], self._v)
+        init_parameters(self, self.hidden_size, [""], self._v, bias=self.bias)
 
     @classmethod
     def from_torch(cls, module: nn.LSTMCell, **variants: Any) -> LSTMCell:

@@ -197,7 +197,7 @@ class LSTM(nn.Module):
     def reset_parameters(self) -> None:
         """torch.nn.LSTM's init (U(−1/√H, 1/√H) for every weight and bias), then the variants':
         LN gains 1 and shifts 0, forget-gate bias ``forget_bias``, coupled forget rows 0."""
-        init_parameters(self, self.hidden_size, [s for _, _, s in self._suffixes()], self._v)
+        init_parameters(self, self.hidden_size, [s for _, _, s in self._suffixes()], self._v, bias=self.bias)
 
     def flatten_parameters(self) -> None:
         """Kept for drop-in compatibility with torch.nn.LSTM; nothing to do."""

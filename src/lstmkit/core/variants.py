@@ -119,7 +119,7 @@ class Variants:
         return not self.step_variant and not (training and self.weight_drop > 0)
 
 
-def init_parameters(module: nn.Module, hidden_size: int, suffixes: list[str], v: Variants) -> None:
+def init_parameters(module: nn.Module, hidden_size: int, suffixes: list[str], v: Variants, *, bias: bool) -> None:
     """torch's uniform init U(−1/√H, 1/√H) of every parameter, then the variants' (LN gains 1 and
     shifts 0, the forget-gate bias, coupled forget rows 0); shared by LSTM and LSTMCell."""
     H = hidden_size
@@ -132,16 +132,12 @@ def init_parameters(module: nn.Module, hidden_size: int, suffixes: list[str], v:
                 for part in ("ih", "hh", "c"):
                     getattr(module, f"layer_norm_{part}_weight{sfx}").fill_(1.0)
                     getattr(module, f"layer_norm_{part}_bias{sfx}").zero_()
-            b_ih = getattr(module, f"bias_ih{sfx}", None)
-            b_hh = getattr(module, f"bias_hh{sfx}", None)
-            if b_ih is not None and b_hh is not None:
-                b_ih[H : 2 * H].fill_(v.forget_bias)
-                b_hh[H : 2 * H].zero_()
+            if bias:
+                getattr(module, f"bias_ih{sfx}")[H : 2 * H].fill_(v.forget_bias)
+                getattr(module, f"bias_hh{sfx}")[H : 2 * H].zero_()
             if v.opts.coupled:
-                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                    t = getattr(module, f"{name}{sfx}", None)
-                    if t is not None:
-                        t[H : 2 * H].zero_()
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if bias else ("weight_ih", "weight_hh"):
+                    getattr(module, f"{name}{sfx}")[H : 2 * H].zero_()
 
 
 def is_variant_parameter(name: str) -> bool:
