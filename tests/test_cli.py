@@ -89,6 +89,7 @@ def _raise(exc: BaseException):
         (FileNotFoundError(2, "No such file or directory", "x.csv"), 2),
         (PermissionError(13, "Permission denied", "runs/x"), 2),
         (NotADirectoryError(20, "Not a directory", "runs/x/y"), 2),
+        (FileExistsError(17, "File exists", "runs/x"), 2),  # --out names a file
     ],
 )
 def test_exit_status_tells_bug_from_bad_input(exc, status, monkeypatch, capsys):
@@ -107,6 +108,12 @@ def test_exit_status_tells_bug_from_bad_input(exc, status, monkeypatch, capsys):
         assert f"lstmkit bench: internal error: {type(exc).__name__}" in err
     with pytest.raises(type(exc)):  # --debug: the exception itself, whatever it is
         main(["--debug", "bench", "--quick"])
+
+
+def test_out_is_a_file_exits_2(tmp_path, capsys):
+    (tmp_path / "f").write_text("not a folder")
+    assert main(["train", "mystery", "--out", str(tmp_path / "f"), *TINY, "--max-steps", "1"]) == 2
+    assert str(tmp_path / "f") in _err(capsys)
 
 
 def test_library_bug_in_a_command_exits_1(mystery_run, monkeypatch, capsys):

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from conftest import tiny_mystery_args
 from safetensors.torch import load_file
@@ -56,6 +57,7 @@ def _check_readable(run: Path) -> None:
         load_run(run)
 
 
+@pytest.mark.slow  # 14 training processes, each killed and resumed
 def test_sigkill_at_random_moments_and_inside_writes(tmp_path):
     ref = tmp_path / "ref"
     r = subprocess.run(_cmd(ref, False), env=ENV, capture_output=True, text=True, timeout=600)

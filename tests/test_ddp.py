@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import tiny_mystery_args
 from safetensors.torch import load_file
@@ -16,6 +17,7 @@ from lstmkit.train import TrainConfig, train
 ARGS = tiny_mystery_args(max_steps=12, eval_every=6, lr=0.005)
 
 
+@pytest.mark.slow  # torchrun starts two processes and trains three times
 def test_two_processes_match_one(tmp_path):
     env = {**os.environ, "LSTMKIT_NO_KERNELS": "1", "MASTER_ADDR": "127.0.0.1", "OMP_NUM_THREADS": "1"}
     cmd = [

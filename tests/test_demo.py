@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from lstmkit.cli import main
 
 
+@pytest.mark.slow  # trains two models twice
 def test_demo_tiny_budget(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--budget", "3", "--quiet"]) == 0

@@ -4,6 +4,7 @@ in a subprocess where importing torch fails."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from conftest import make_run
 import lstmkit
 import lstmkit.runtime as rt
 from lstmkit.compress import compress
+from lstmkit.errors import InputError
 from lstmkit.export import export_runtime
 from lstmkit.models import ModelConfig, SequenceModel
 from lstmkit.train import load_run
@@ -194,7 +196,7 @@ def test_tampered_and_truncated_bundles(tmp_path: Path):
     w.write_bytes(good[:100] + bytes([good[100] ^ 1]) + good[101:])
     with pytest.raises(rt.BundleError, match="checksum") as e:
         rt.load(tmp_path / "b")
-    assert "\n" not in str(e.value) and isinstance(e.value, ValueError)
+    assert "\n" not in str(e.value) and isinstance(e.value, InputError)  # the CLI: one line, exit 2
     w.write_bytes(good)
     man = tmp_path / "b" / "manifest.json"
     text = man.read_text()
@@ -210,12 +212,17 @@ def test_tampered_and_truncated_bundles(tmp_path: Path):
         rt.load(tmp_path / "nothing")
 
 
+# What the runtime needs from lstmkit on a device without torch: the package root (its torch imports are
+# lazy), the exception base of bad input and the atomic writes. The test ships only these.
+RUNTIME_NEEDS = ("__init__.py", "errors.py", "atomic.py", "runtime")
+
 TORCH_FREE = r"""
-import importlib, importlib.abc, importlib.util, json, sys
+import importlib, importlib.abc, json, sys
+
 
 class NoTorch(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch.") or name == "lstmkit" or name.startswith("lstmkit."):
+        if name == "torch" or name.startswith("torch."):
             raise ImportError(f"{name} is not available on this device")
         return None
 
@@ -225,12 +232,10 @@ try:
     raise SystemExit("torch imported")
 except ImportError:
     pass
-runtime_dir, bundle, x_file, out_file = sys.argv[1:5]
-init = runtime_dir + "/__init__.py"
-spec = importlib.util.spec_from_file_location("rt", init, submodule_search_locations=[runtime_dir])
-rt = importlib.util.module_from_spec(spec)
-sys.modules["rt"] = rt
-spec.loader.exec_module(rt)
+shipped, bundle, x_file, out_file = sys.argv[1:5]
+sys.path.insert(0, shipped)
+import lstmkit.runtime as rt
+assert rt.__file__.startswith(shipped), rt.__file__
 import numpy as np
 x = np.load(x_file, allow_pickle=False)
 m = rt.load(bundle)
@@ -238,7 +243,7 @@ y = m.run(x)
 s = m.stream(batch_size=x.shape[0])
 steps = np.stack([s.step(x[:, t]) for t in range(x.shape[1])], axis=1)
 np.savez(out_file, y=y, steps=steps)
-main = importlib.import_module("rt.__main__").main
+main = importlib.import_module("lstmkit.runtime.__main__").main
 code = main([bundle + "_missing"])
 assert not any(k == "torch" or k.startswith("torch.") for k in sys.modules), "torch got imported"
 print(json.dumps({"cli_missing": code}))
@@ -252,11 +257,19 @@ def test_runtime_runs_where_torch_cannot_be_imported(tmp_path: Path):
     np.save(tmp_path / "x.npy", x.numpy())
     script = tmp_path / "torch_free.py"
     script.write_text(TORCH_FREE)
+    shipped = tmp_path / "device" / "lstmkit"  # only what the runtime needs, copied as a device would get it
+    shipped.mkdir(parents=True)
+    for name in RUNTIME_NEEDS:
+        src = RUNTIME_DIR.parent / name
+        if src.is_dir():
+            shutil.copytree(src, shipped / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, shipped / name)
     proc = subprocess.run(
         [
             sys.executable,
             str(script),
-            str(RUNTIME_DIR),
+            str(shipped.parent),
             str(tmp_path / "b"),
             str(tmp_path / "x.npy"),
             str(tmp_path / "out.npz"),

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from .core import LSTM
+from .errors import InputError
+from .kernels import FusedStream
 
 SHAPES: dict[str, tuple[int, int, int, int]] = {
     # name: (T, B, I, H), as in DESIGN.md
@@ -112,7 +114,7 @@ def bench_sequences(quick: bool = False, paths: tuple[str, ...] = ("auto", "fuse
             m = LSTM.from_torch(ref, backend=path)  # type: ignore[arg-type]
             try:
                 m(x[:2])
-            except ValueError as e:
+            except InputError as e:  # the path cannot run here (e.g. no compiler for the kernels)
                 rows.append(Row(f"{name} {path}", f"lstmkit {path}: unavailable ({e})", float("nan"), 0, 0))
                 continue
             if path == "reference" and not quick and name == "train-large":
@@ -162,7 +164,7 @@ def bench_stream(quick: bool = False) -> list[Row]:
         rows.append(
             Row(
                 f"{name} step",
-                f"lstmkit stream ({getattr(stream, 'backend', 'fused')})",
+                f"lstmkit stream ({'fused' if isinstance(stream, FusedStream) else 'reference'})",
                 t_stream * 1e6,
                 t_lstm / t_stream,
                 t_cell / t_stream,

@@ -354,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # What a user can get wrong: exit 2 with one line. Everything else is a bug in lstmkit: exit 1.
-USER_FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+USER_FILE_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 def _one_line(e: BaseException) -> str:

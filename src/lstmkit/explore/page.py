@@ -277,13 +277,13 @@ def build_page(
 ) -> str:
     """The explorer page for one sequence, as a self-contained HTML string.
 
-    ``trace``: the core's Trace, a mapping or an object with i, f, g, o, c, h, each (L*D, T, H) for one sequence (h may be
-    (L*D, T, P) with a projection; (T, H) is one layer). ``tokens``: T display strings (characters
-    or words; any string is shown visibly, see :func:`display_token`). ``layer_labels``: one per
-    layer×direction row (default "layer k"). ``predictions``: for classification, a list of
-    ``{"step", "pred", "target", "probs": {label: p}}`` shown at those steps. ``next_probs``: for
-    language models, per step a ``{char: p}`` mapping (or pairs) of the likeliest next characters,
-    shown on hover. ``report``: the :class:`MysteryReport` (its summary is shown) or text.
+    ``trace``: the core's Trace, a mapping or an object with i, f, g, o, c, h, each (L*D, T, H) for
+    one sequence (h may be (L*D, T, P) with a projection; (T, H) is one layer). ``tokens``: T display
+    strings (characters or words; any string is shown visibly, see :func:`display_token`).
+    ``layer_labels``: one per layer×direction row (default "layer k"). ``predictions``: for
+    classification, a list of ``{"step", "pred", "target", "probs": {label: p}}`` shown at those steps.
+    ``next_probs``: for language models, per step a ``{char: p}`` mapping (or pairs) of the likeliest
+    next characters, shown on hover. ``report``: the :class:`MysteryReport` (its summary is shown) or text.
     ``signal``: an optional per-step number to sort units by their correlation with.
     """
     data = page_data(trace, tokens, title=title, layer_labels=layer_labels, predictions=predictions,

@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import InputError
 from ..runtime.bundle import write_bundle
 from ..runtime.quant import BITS, pack_int4, quantize_rows
+from ..train import Run, load_run
 from .spec import ModelSpec, model_spec
 
 
@@ -48,24 +49,20 @@ def spec_manifest_model(spec: ModelSpec) -> dict[str, Any]:
 
 
 def _run_bits(run_or_model: Any) -> int | None:
-    """The bits of a quantized run (from its config.json), else None."""
-    cfg = getattr(run_or_model, "config", None)
-    if isinstance(run_or_model, (str, Path)):
-        import json
-
-        p = Path(run_or_model) / "config.json"
-        try:
-            cfg = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            cfg = None
-    comp = cfg.get("compress") if isinstance(cfg, dict) else None
+    """The bits of a quantized run (the ``compress`` section of its config), else None."""
+    if not isinstance(run_or_model, Run):
+        return None
+    comp = run_or_model.config.get("compress")
     if isinstance(comp, dict) and comp.get("method") == "quantize":
         return int(comp.get("bits", 8))
     return None
 
 
 def export_runtime(run_or_model: Any, out: str | Path, *, bits: int | None = None) -> Path:
-    """Write ``run_or_model`` as a runtime bundle folder ``out``; ``bits`` 8 or 4 quantizes the matrices."""
+    """Write ``run_or_model`` (a run folder, a Run, a SequenceModel or an LSTM) as a runtime bundle folder
+    ``out``; ``bits`` 8 or 4 quantizes the matrices (default: a quantized run's own bits, else float32)."""
+    if isinstance(run_or_model, (str, Path)):
+        run_or_model = load_run(run_or_model)
     if bits is None:
         bits = _run_bits(run_or_model)
     if bits is not None and bits not in BITS:

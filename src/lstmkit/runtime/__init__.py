@@ -7,9 +7,10 @@
     y_t = stream.step(x_t)                     # one step per call, the state carried
 
 float32 or int8/int4 weights (one scale per output row); every variant of lstmkit's cell in
-evaluation mode. This package imports only NumPy, its own modules and ``lstmkit.errors`` (which
-imports nothing), so on a device without torch it loads from its folder together with ``errors.py``
-and the package's ``__init__.py`` (whose imports of torch are lazy).
+evaluation mode. This package imports only NumPy, its own modules, ``lstmkit.errors`` and
+``lstmkit.atomic`` (neither imports torch): a device without torch needs only ``lstmkit/__init__.py``
+(its imports of torch are lazy), ``errors.py``, ``atomic.py`` and this folder (tests/test_runtime.py
+ships exactly these).
 """
 
 from __future__ import annotations
