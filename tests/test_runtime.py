@@ -214,7 +214,7 @@ def test_tampered_and_truncated_bundles(tmp_path: Path):
 
 # What the runtime needs from lstmkit on a device without torch: the package root (its torch imports are
 # lazy), the exception base of bad input and the atomic writes. The test ships only these.
-RUNTIME_NEEDS = ("__init__.py", "errors.py", "atomic.py", "runtime")
+RUNTIME_NEEDS = ("__init__.py", "errors.py", "targets.py", "atomic.py", "runtime")
 
 TORCH_FREE = r"""
 import importlib, importlib.abc, json, sys

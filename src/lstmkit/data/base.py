@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..targets import LAST_TARGETS, STEP_TARGETS
 
 Split = Literal["val", "test"]
 InputType = Literal["tokens", "vector"]
@@ -186,7 +187,7 @@ class Task(ABC):
         t = int(batch.lengths.max())
         if t == batch.x.shape[1]:
             return batch
-        per_step = self.target in ("class_steps", "multilabel_steps", "regress_steps")
+        per_step = self.target in STEP_TARGETS
         return Batch(
             x=batch.x[:, :t],
             y=batch.y[:, :t] if per_step else batch.y,
@@ -199,7 +200,7 @@ class Task(ABC):
 
     def expected_output_shape(self, batch: Batch) -> tuple[int, ...]:
         b = len(batch)
-        if self.target in ("class_last", "regress_last", "regress_horizon"):
+        if self.target in LAST_TARGETS:
             return (b, self.output_size)
         return (b, int(batch.x.shape[1]), self.output_size)
 

@@ -20,6 +20,7 @@ from ..core import LSTM
 from ..core.variants import CELL_SWITCHES
 from ..errors import InputError
 from ..models import SequenceModel
+from ..targets import STEP_TARGETS
 
 
 class ExportError(InputError):
@@ -61,7 +62,7 @@ class ModelSpec:
 
     @property
     def per_step(self) -> bool:
-        return self.target in ("class_steps", "multilabel_steps")
+        return self.target in STEP_TARGETS
 
     @property
     def has_head(self) -> bool:

@@ -25,9 +25,9 @@ from torch import Tensor, nn
 from ..core import LSTM, Trace
 from ..core.variants import VARIANTS
 from ..errors import InputError
+from ..targets import STEP_TARGETS, TARGETS
 
 Arch = Literal["lstm", "gru", "rnn"]
-TARGETS = ("class_last", "class_steps", "multilabel_steps", "regress_last", "regress_horizon", "regress_steps")
 VARIANT_KEYS = VARIANTS  # the keys of ModelConfig.variants: the variant keywords of lstmkit.LSTM
 
 
@@ -128,7 +128,7 @@ class SequenceModel(nn.Module):
 
     @property
     def per_step(self) -> bool:
-        return self.cfg.target in ("class_steps", "multilabel_steps", "regress_steps")
+        return self.cfg.target in STEP_TARGETS
 
     def features(self, x: Tensor) -> Tensor:
         if self.embedding is not None:

@@ -7,10 +7,10 @@
     y_t = stream.step(x_t)                     # one step per call, the state carried
 
 float32 or int8/int4 weights (one scale per output row); every variant of lstmkit's cell in
-evaluation mode. This package imports only NumPy, its own modules, ``lstmkit.errors`` and
-``lstmkit.atomic`` (neither imports torch): a device without torch needs only ``lstmkit/__init__.py``
-(its imports of torch are lazy), ``errors.py``, ``atomic.py`` and this folder (tests/test_runtime.py
-ships exactly these).
+evaluation mode. This package imports only NumPy, its own modules, ``lstmkit.errors``,
+``lstmkit.targets`` and ``lstmkit.atomic`` (none imports torch): a device without torch needs only
+``lstmkit/__init__.py`` (its imports of torch are lazy), ``errors.py``, ``targets.py``, ``atomic.py``
+and this folder (tests/test_runtime.py ships exactly these).
 """
 
 from __future__ import annotations

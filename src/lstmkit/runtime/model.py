@@ -24,12 +24,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..targets import LAST_TARGETS, STEP_TARGETS
 from .bundle import BundleError, read_bundle
 from .quant import unpack_int4
 
 LN_EPS = 1e-5
-LAST_TARGETS = ("class_last", "regress_last", "regress_horizon")
-STEP_TARGETS = ("class_steps", "multilabel_steps")
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
