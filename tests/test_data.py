@@ -491,6 +491,7 @@ def test_underscore_alias() -> None:
     assert make_task("temporal_order").name == "temporal-order"
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch
 def test_no_corpus_loaded_on_import() -> None:
     code = (
         "import lstmkit.data, lstmkit.data.shakespeare as s; "

@@ -223,6 +223,7 @@ def _trained_run(tmp_path: Path) -> Path:
     return tmp_path / "base"
 
 
+@pytest.mark.slow  # trains, quantizes and calibrates a run
 def test_quantize_calibrates_and_the_run_loads_with_the_kernel(tmp_path: Path):
     base = _trained_run(tmp_path)
     res = compress(base, "quantize", tmp_path / "q8")

@@ -85,6 +85,7 @@ def test_variant_matches_oracle(variant, layers, bidir, proj, packed):
         assert torch.allclose(a, b, atol=1e-9, rtol=0), f"grad {n}: {(a - b).abs().max().item()}"
 
 
+@pytest.mark.slow  # minutes with layer norm (finite differences through the reference path)
 @pytest.mark.parametrize("variant", VARIANTS[1:] + [{"zoneout": 0.3}], ids=lambda v: "+".join(v))
 def test_gradcheck_float64(variant):
     m = lstmkit.LSTM(2, 2, 2, bidirectional=True, dtype=torch.float64, backend="reference", **variant)
