@@ -212,9 +212,10 @@ def test_tampered_and_truncated_bundles(tmp_path: Path):
         rt.load(tmp_path / "nothing")
 
 
-# What the runtime needs from lstmkit on a device without torch: the package root (its torch imports are
-# lazy), the exception base of bad input and the atomic writes. The test ships only these.
-RUNTIME_NEEDS = ("__init__.py", "errors.py", "targets.py", "atomic.py", "runtime")
+# What the runtime needs from lstmkit to read and run bundles on a device without torch: the package root
+# (its torch imports are lazy), the exception base of bad input and the target kinds (atomic.py only to write
+# bundles). The test ships only these.
+RUNTIME_NEEDS = ("__init__.py", "errors.py", "targets.py", "runtime")
 
 TORCH_FREE = r"""
 import importlib, importlib.abc, json, sys

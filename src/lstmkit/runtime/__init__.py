@@ -8,9 +8,9 @@
 
 float32 or int8/int4 weights (one scale per output row); every variant of lstmkit's cell in
 evaluation mode. This package imports only NumPy, its own modules, ``lstmkit.errors``,
-``lstmkit.targets`` and ``lstmkit.atomic`` (none imports torch): a device without torch needs only
-``lstmkit/__init__.py`` (its imports of torch are lazy), ``errors.py``, ``targets.py``, ``atomic.py``
-and this folder (tests/test_runtime.py ships exactly these).
+``lstmkit.targets`` and, to write bundles, ``lstmkit.atomic`` (none imports torch): a device without
+torch that reads and runs bundles needs only ``lstmkit/__init__.py`` (its imports of torch are lazy),
+``errors.py``, ``targets.py`` and this folder (tests/test_runtime.py ships exactly these).
 """
 
 from __future__ import annotations
