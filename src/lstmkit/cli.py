@@ -35,6 +35,15 @@ TASK_FLAGS = {
     "horizon": "horizon",
     "season": "season",
     "delimiter": "delimiter",
+    "date": "date",
+    "id_column": "id",
+    "future_features": "future_features",
+    "calendar": "calendar",
+    "fill": "fill",
+    "backtest": "backtest",
+    "step": "step",
+    "quantiles": "quantiles",
+    "scaling": "scaling",
 }
 TRAIN_FLAGS = (
     "seed",
@@ -85,8 +94,9 @@ def _train_config(args: argparse.Namespace) -> Any:
     from .train import TrainConfig
 
     task_params = {TASK_FLAGS[k]: getattr(args, k) for k in TASK_FLAGS if getattr(args, k, None) is not None}
-    if "features" in task_params:
-        task_params["features"] = [c.strip() for c in task_params["features"].split(",") if c.strip()]
+    for name in ("features", "future_features"):
+        if name in task_params:
+            task_params[name] = [c.strip() for c in task_params[name].split(",") if c.strip()]
     for item in args.task_param or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -138,6 +148,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = run.evaluate(args.split)
     for k, v in metrics.items():
         print(f"{k} {v:.6g}")
+    if run.model_config.target == "regress_steps" and not args.metrics_only:
+        from .forecasting import backtest, format_table
+
+        print()
+        print(format_table(backtest(run, args.split, arima=args.arima)))
+    return 0
+
+
+def _cmd_forecast(args: argparse.Namespace) -> int:
+    from .forecasting import write_forecast
+    from .train import load_run
+
+    run = load_run(args.run)
+    csv_path, png_path = write_forecast(run, args.out, horizon=args.horizon, csv=args.csv, png=not args.no_png)
+    print(f"forecast: {csv_path}" + (f"\nplot: {png_path}" if png_path else ""))
     return 0
 
 
@@ -260,12 +285,23 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-train", type=int, help="reber: a fixed training set of this many strings")
     g.add_argument("--text-file", help="text: a UTF-8 text file (default: Shakespeare's plays)")
     g.add_argument("--seq-len", type=int, help="text: characters per training sequence")
-    g.add_argument("--csv", help="csv: the CSV file")
+    g.add_argument("--csv", help="csv: the CSV file (long format: one row per series and date)")
     g.add_argument("--target", dest="target_column", help="csv: the column to forecast")
-    g.add_argument("--features", help="csv: input columns, comma-separated (default: the target)")
-    g.add_argument("--window", type=int, help="csv: past steps the model sees")
-    g.add_argument("--horizon", type=int, help="csv: future steps to forecast")
-    g.add_argument("--season", type=int, help="csv: season length for MASE (default: detected)")
+    g.add_argument("--date", help="csv: the date column (default: none, rows in time order)")
+    g.add_argument("--id", dest="id_column", help="csv: the series column, for many series (one global model)")
+    g.add_argument("--features", help="csv: past covariates, comma-separated")
+    g.add_argument("--future-features", help="csv: covariates known for the forecast period, comma-separated")
+    g.add_argument("--calendar", action="store_true", default=None, help="csv: add calendar features from the dates")
+    g.add_argument(
+        "--fill", choices=("interpolate", "ffill", "zero", "error"), help="csv: missing values (default interpolate)"
+    )
+    g.add_argument("--window", type=int, help="csv: past steps the model sees (default: from the season and length)")
+    g.add_argument("--horizon", type=int, help="csv: future steps to forecast (default: one season, or 8)")
+    g.add_argument("--season", type=int, help="csv: the season (default: detected)")
+    g.add_argument("--backtest", type=int, help="csv: test origins at the end of each series (default up to 12)")
+    g.add_argument("--step", type=int, help="csv: steps between backtest origins (default 1)")
+    g.add_argument("--quantiles", help="csv: forecast quantiles, comma-separated (default 0.1,0.5,0.9)")
+    g.add_argument("--scaling", choices=("last", "revin", "mean"), help="csv: per-window scaling (default last)")
     g.add_argument("--delimiter", help="csv: field delimiter (default ,)")
     g.add_argument("--task-param", action="append", metavar="KEY=VALUE", help="any other task parameter")
 
@@ -289,7 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="print a run's metrics on the test (or validation) set")
     e.add_argument("run", metavar="RUN")
     e.add_argument("--split", default="test", choices=("val", "test"))
+    e.add_argument("--arima", action="store_true", help="forecasting runs: add AutoARIMA to the backtest table")
+    e.add_argument("--metrics-only", action="store_true", help="forecasting runs: no backtest table")
     e.set_defaults(func=_cmd_evaluate)
+
+    f = sub.add_parser("forecast", help="forecast the future with a forecasting run: a CSV and a PNG")
+    f.add_argument("run", metavar="RUN")
+    f.add_argument("--out", required=True, help="the CSV to write (the plot goes beside it as .png)")
+    f.add_argument("--horizon", type=int, help="steps ahead (default: the run's horizon)")
+    f.add_argument("--csv", help="newer data to forecast from (the training file's columns)")
+    f.add_argument("--no-png", action="store_true", help="no plot")
+    f.set_defaults(func=_cmd_forecast)
 
     s = sub.add_parser("sample", help="generate text from a language-model run")
     s.add_argument("run", metavar="RUN")

@@ -249,6 +249,11 @@ class Task(ABC):
 
     # -- display and reference
 
+    def describe(self) -> list[str]:
+        """Lines for the user at the start of training: what was chosen or changed for them (the
+        season detected, rows sorted, values filled, …). Most tasks have nothing to say."""
+        return []
+
     def class_names(self) -> list[str] | None:
         """Display names of the output classes of a classification task; None where they have none."""
         return None

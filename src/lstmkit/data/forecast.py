@@ -193,6 +193,7 @@ class ForecastTask(Task):
             freq=panel.freq,
         )
         self.plan = plan
+        self._given = {"season": season is not None, "window": window is not None, "horizon": horizon is not None}
         self.season, self.horizon, self.window = plan.season, plan.horizon, plan.window
         if self.window < self.season:
             raise DataError(
@@ -284,6 +285,20 @@ class ForecastTask(Task):
             "inputs": self.input_names(),
             "freq": self.panel.freq,
         }
+
+    def describe(self) -> list[str]:
+        p, plan = self.panel, self.plan
+        given = self._given
+        n = len(p.series)
+        lines = [
+            f"{n} series" + (f" ({p.id})" if p.id else "") + f", {sum(len(s.y) for s in p.series)} rows"
+            + (f", frequency {p.freq}" if p.freq else ", no dates"),
+            f"season {self.season} ({'given' if given['season'] else 'detected'}), "
+            f"window {self.window}, horizon {self.horizon}, quantiles {', '.join(f'{q:g}' for q in self.quantiles)}",
+            f"backtest: the last {plan.backtest} origins of each series (step {plan.step}) are the test set, "
+            f"{plan.val_origins} before them validate; scaling {self.scaling}",
+        ]
+        return lines + list(self.notes)
 
     def input_names(self) -> list[str]:
         p = self.panel

@@ -65,7 +65,7 @@ def write_forecast(
         raise InputError(f"forecast: --csv {str(csv)!r} is not a file; give the CSV of newer data")
     df = forecast(run, csv, horizon)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(out, df.to_csv(index=False))
+    atomic.write_text(out, df.to_csv(index=False, float_format="%.6g"))
     png_path = None
     if png:
         png_path = out.with_suffix(".png")

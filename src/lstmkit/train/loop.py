@@ -158,6 +158,9 @@ def train(
         elapsed=elapsed,
     )
     say = log if log is not None else bar.message
+    if is_main and not resume:
+        for line in task.describe():
+            say(line)
     higher = task.higher_is_better
     metric = task.main_metric
     ckpt_every = cfg.checkpoint_every or cfg.eval_every
