@@ -359,6 +359,11 @@ class ForecastTask(Task):
             y = np.zeros((B, h), np.float32)
         return Batch(x=torch.from_numpy(x), y=torch.from_numpy(y), meta=meta)
 
+    def window_values(self, batch: Batch) -> np.ndarray:
+        """(B, window) the observed target values of each window of `batch`, in the target's units."""
+        scaled = batch.x[:, : self.window, 0].double().numpy()
+        return scaled * batch.meta["scale"].numpy()[:, None] + batch.meta["loc"].numpy()[:, None]
+
     def _scale(self, y_obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.scaling == "last":
             loc = y_obs[:, -1].copy()

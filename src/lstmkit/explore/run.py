@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..data.forecast import ForecastTask
 from ..errors import InputError
 from ..train import RunError, load_run
 from .analysis import mystery_report
@@ -106,6 +107,8 @@ def explore_run(
         tokens = task.render(x[0])
         out_all = model(x)
         names = task.class_names()
+        if isinstance(task, ForecastTask):
+            tokens, predictions = _forecast_view(task, b, out_all)
         if run.model_config.target == "class_last":
             probs = torch.softmax(out_all[0], -1)
             top = torch.topk(probs, min(5, probs.numel()))
@@ -183,3 +186,27 @@ def _mystery(model: Any, task: Any) -> Any:
         return mystery_report(arrays, tokens, culprits)
     except InputError as e:  # stories the report cannot read are said, not a crash (anything else is a bug)
         raise RunError(f"the mystery report could not be made: {e}") from None
+
+
+def _forecast_view(task: ForecastTask, b: Any, out: torch.Tensor) -> tuple[list[str], list[dict[str, Any]]]:
+    """A forecasting window shown in the series' own units: the observed values, then the median
+    forecast of each future step ("→ 486"); the predictions panel lists each forecast step with its
+    interval and the actual value."""
+    with torch.no_grad():
+        vals = task.to_values(out.detach().float().cpu(), b)[0]  # (h, Q)
+    observed = task.window_values(b)[0]
+    true = b.meta["true"][0].numpy()
+    lo, hi = task.quantiles[0], task.quantiles[-1]
+    width = round(100 * (hi - lo))
+    tokens = [f"{v:.4g}" for v in observed] + [f"→{v:.4g}" for v in vals[:, task.median_index]]
+    preds = [
+        {
+            "step": task.window + k,
+            "pred": f"{vals[k, task.median_index]:.4g} ({width}%: {vals[k, 0]:.4g} to {vals[k, -1]:.4g})"
+            f" · actual {true[k]:.4g}",
+            "target": "",
+            "probs": {},
+        }
+        for k in range(task.horizon)
+    ]
+    return tokens, preds
