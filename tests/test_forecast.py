@@ -249,3 +249,103 @@ def test_forecast_of_the_future(tmp_path: Path) -> None:
     )
     df2 = run.forecast(newer)
     assert df2["date"].iloc[0] == pd.Timestamp("2009-01-01")
+
+
+# ----------------------------------------------------------------------------- the commands on one run
+
+
+@pytest.fixture(scope="module")
+def fc_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small forecasting run over two monthly series with a future-known covariate."""
+    from lstmkit.train import TrainConfig, train
+
+    tmp = tmp_path_factory.mktemp("fc")
+    t = np.arange(84)
+    frames = []
+    for k, level in enumerate((50.0, 500.0)):
+        promo = (t % 5 == 0).astype(float)
+        y = level * (1 + 0.01 * t + 0.2 * np.sin(2 * np.pi * t / 12)) + 3 * promo * (k + 1)
+        frames.append(monthly(y, promo=promo).assign(shop=f"shop{k}"))
+    df = pd.concat(frames)
+    df.to_csv(tmp / "sales.csv", index=False)
+    params = {
+        "csv": str(tmp / "sales.csv"),
+        "target": "y",
+        "date": "date",
+        "id": "shop",
+        "future_features": ["promo"],
+        "calendar": True,
+        "horizon": 6,
+        "backtest": 4,
+    }
+    cfg = TrainConfig(task="csv", task_params=params, hidden_size=16, max_steps=40, eval_every=20, seed=0)
+    train(cfg, tmp / "run", progress=False)
+    return tmp / "run"
+
+
+@pytest.mark.slow
+def test_forecast_command_writes_csv_and_png(fc_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from lstmkit.cli import main
+
+    sales = pd.read_csv(fc_run.parent / "sales.csv")
+    # newer data: the same file plus 6 future months per shop with the promo known and the target empty
+    future = []
+    for shop in ("shop0", "shop1"):
+        dates = pd.date_range("2007-01-01", periods=6, freq="MS").strftime("%Y-%m-%d")
+        future.append(pd.DataFrame({"date": dates, "y": np.nan, "promo": [1, 0, 0, 0, 0, 1], "shop": shop}))
+    newer = tmp_path / "newer.csv"
+    pd.concat([sales, *future]).to_csv(newer, index=False)
+    out = tmp_path / "f.csv"
+    assert main(["forecast", str(fc_run), "--csv", str(newer), "--out", str(out)]) == 0
+    df = pd.read_csv(out)
+    assert list(df.columns) == ["shop", "date", "median", "q0.1", "q0.5", "q0.9"]
+    assert df["shop"].tolist() == ["shop0"] * 6 + ["shop1"] * 6
+    assert df["date"].iloc[0] == "2007-01-01"
+    png = out.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # without the future covariates: one line, exit 2, nothing written
+    capsys.readouterr()
+    bad = tmp_path / "bad.csv"
+    assert main(["forecast", str(fc_run), "--out", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "future covariates" in err[0] and not bad.exists()
+    assert main(["forecast", str(fc_run), "--csv", str(newer), "--horizon", "7", "--out", str(bad)]) == 2
+    assert "longer than the 6 steps" in capsys.readouterr().err and not bad.exists()
+    assert main(["forecast", str(fc_run), "--csv", str(newer), "--out", str(tmp_path / "f.txt")]) == 2
+
+
+@pytest.mark.slow
+def test_evaluate_prints_the_backtest_table(fc_run: Path, capsys: pytest.CaptureFixture) -> None:
+    from lstmkit.cli import main
+
+    assert main(["evaluate", str(fc_run)]) == 0
+    out = capsys.readouterr().out
+    for word in ("mae ", "coverage", "seasonal_naive", "autoets", "shop0", "shop1", "overall"):
+        assert word in out
+    # the table's lstmkit MAE is the run's own test MAE
+    mae = float(out.splitlines()[0].split()[1])
+    row = next(line for line in out.splitlines() if line.startswith("overall") and "lstmkit" in line)
+    assert float(row.split()[2]) == pytest.approx(mae, rel=1e-3)
+
+
+@pytest.mark.slow
+def test_int8_and_the_numpy_runtime_forecast_the_same(fc_run: Path, tmp_path: Path) -> None:
+    from lstmkit.compress import compress
+    from lstmkit.export import export_runtime
+    from lstmkit.runtime import load as load_bundle
+    from lstmkit.train import load_run
+
+    run = load_run(fc_run)
+    task = run.task
+    batch = task.eval_batches("test", 64)[0]
+    with torch.no_grad():
+        ref = task.to_values(run.model(batch.x), batch, spread=1.0)
+    export_runtime(run, tmp_path / "bundle")
+    np_out = load_bundle(tmp_path / "bundle").run(batch.x.numpy())
+    np.testing.assert_allclose(task.to_values(np_out, batch, spread=1.0), ref, rtol=1e-4, atol=1e-3)
+    compress(run, "quantize", tmp_path / "q8", bits=8, evaluate=False)
+    q = load_run(tmp_path / "q8")
+    with torch.no_grad():
+        q_out = task.to_values(q.model(batch.x), batch, spread=1.0)
+    scale = np.abs(ref).mean()
+    assert np.abs(q_out - ref).mean() < 0.02 * scale  # int8 weights: within 2% of the forecasts' size
