@@ -153,10 +153,15 @@ def test_bad_text_files(content, words, tmp_path, capsys):
     "text,extra,words",
     [
         (GOOD_CSV, ["--target", "nope"], "nope"),
-        (GOOD_CSV, ["--target", "y", "--features", "y,missing"], "missing"),
+        (GOOD_CSV, ["--target", "y", "--features", "z,missing"], "missing"),
         ("t,y\n" + "".join(f"{i},{i}\n" for i in range(50)) + "50,abc\n", ["--target", "y"], "abc"),
         ("t,y\n" + "".join(f"{i},{i % 3}\n" for i in range(10)), ["--target", "y", "--window", "24"], "window"),
-        ("t,y\n" + "".join(f"{i},{i % 7}\n" for i in range(100)) + "100,nan\n", ["--target", "y"], "NaN"),
+        (
+            "d,y\n" + "".join(f"2020-01-{i:02d},{i % 7}\n" for i in range(1, 29)) + "2020-01-28,3\n",
+            ["--target", "y", "--date", "d"],
+            "twice",
+        ),
+        ("t,y\n" + "".join(f"{i},\n" for i in range(100)), ["--target", "y"], "no"),  # only missing values
         ("t,y\n" + "".join(f"{i},{i % 7}\n" for i in range(100)) + "100,inf\n", ["--target", "y"], "inf"),
     ],
 )
