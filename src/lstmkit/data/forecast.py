@@ -1,5 +1,9 @@
 """Forecasting as forecasters do it: many series, dates, quantiles, a rolling-origin backtest.
 
+(One file of about 700 lines: it is one class, the task, whose windows, scaling, splits, metrics and
+forecasts of the future all read the same per-window arrays; split up, each part would reach into
+the others' private state.)
+
 :class:`ForecastTask` (the ``csv`` task) reads long-format data (``read_panel``: one row per series
 and date) and trains ONE global LSTM on windows of every series. Each window is
 

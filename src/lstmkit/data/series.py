@@ -1,5 +1,8 @@
 """Forecasting data as forecasters have it: one series or many, in long format, with dates.
 
+(About 770 lines, one concern: reading and checking a panel. Most of it is the checks of bad input,
+each with its own one-line message naming the row.)
+
 `read_panel` reads a CSV file (with a header row) or a pandas DataFrame holding one row per
 (series, date) and returns a `Panel`: the series sorted by date, their common frequency, the target
 and covariates as float64 with the missing values filled, and notes for the run to print. Every bad
