@@ -489,7 +489,7 @@ def grads_of(
     ids=["blocks", "segments", "tail-panel", "lengths", "lengths-pooled", "B136", "T1", "H64", "layer-norm", "mkl"],
 )
 def test_weight_gradients_match_oracle(kern: None, cfg: dict[str, Any], grad_of: tuple[str, ...], split: int) -> None:
-    """The weight gradients dW_ih = da^T x, dW_hh = da^T h_{t-1} (lstm_fused.cpp, weight_grad_gemm: from
+    """The weight gradients dW_ih = da^T x, dW_hh = da^T h_{t-1} (lstm_matmul.cpp, weight_grad_gemm: from
     the time loop's panel copy of da with the row split, packed from da's rows otherwise), against the
     oracle, for both thread splits (two threads forced) and the automatic choice (at most 2 threads),
     both or one of the weights."""

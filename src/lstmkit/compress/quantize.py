@@ -94,7 +94,7 @@ def _int8_calibration(model: SequenceModel, task: Any, activations: str, bits: i
     else:
         try:
             rnn.use_int8()  # says why where the kernel cannot run this LSTM
-        except ValueError as e:
+        except InputError as e:
             why = str(e).removeprefix("LSTM.use_int8: ")
         else:
             rnn.use_int8(False)

@@ -210,7 +210,7 @@ def _enable_int8(model: SequenceModel, path: Path) -> None:
         raise RunError(f"{path.parent / 'config.json'}: 'int8_kernel' is set but the model has no lstmkit LSTM")
     try:
         model.rnn.use_int8()
-    except ValueError as e:
+    except InputError as e:
         warnings.warn(f"{path.parent}: running float32 with the dequantized weights ({e})", stacklevel=3)
 
 
