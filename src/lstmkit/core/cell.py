@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ..errors import InputError
 from . import functional as Fn
 from .checks import check_dtype_device, check_features, check_flag, check_int, check_state_pair
-from .dispatch import BACKENDS, Backend
+from .dispatch import Backend, check_backend
 from .trace import Trace
 from .variants import Variants, init_parameters, layer_weights, zoneout_masks
 
@@ -62,13 +62,7 @@ class LSTMCell(nn.Module):
             zoneout=zoneout,
             weight_drop=weight_drop,
         )
-        if backend not in BACKENDS:
-            raise InputError(f"{owner}: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if backend == "torch" and self._v.any_variant:
-            raise InputError(
-                f"{owner}: backend='torch' runs only the plain cell, but {', '.join(self._v.names())} "
-                "is set; use backend='auto' or 'reference'"
-            )
+        check_backend(owner, backend, self._v.names())
         if backend == "fused":
             raise InputError(f"{owner}: there is no fused single-step cell; use LSTM.stream() or backend='auto'")
         self.forget_bias = self._v.forget_bias

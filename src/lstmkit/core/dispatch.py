@@ -45,6 +45,18 @@ from ..errors import InputError
 
 Backend = Literal["auto", "torch", "fused", "reference"]
 BACKENDS = ("auto", "torch", "fused", "reference")  # what backend= accepts
+
+
+def check_backend(owner: str, backend: Any, variants: list[str]) -> None:
+    """InputError unless `backend` is one of BACKENDS and can run the `variants` set (names)."""
+    if backend not in BACKENDS:
+        raise InputError(f"{owner}: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "torch" and variants:
+        raise InputError(
+            f"{owner}: backend='torch' runs only the plain cell, but {', '.join(variants)} "
+            "is set; use backend='auto' or 'reference'"
+        )
+
 FUSED_DTYPES = (torch.float32, torch.float64)  # what the fused kernels compute in
 
 benchmark = False  # True: time both paths once per configuration (see the module docstring)

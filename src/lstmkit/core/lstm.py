@@ -35,7 +35,7 @@ from . import dispatch
 from . import functional as Fn
 from . import int8 as int8_path
 from .checks import check_dtype_device, check_features, check_flag, check_int, check_rate, initial_state
-from .dispatch import BACKENDS, FUSED_DTYPES, Backend
+from .dispatch import FUSED_DTYPES, Backend, check_backend
 from .functional import LayerWeights
 from .paths import repack, run_fused_layer, run_stack, run_torch
 from .stream import Stream, check_batch_size, make_stream
@@ -134,13 +134,7 @@ class LSTM(nn.Module):
             zoneout=zoneout,
             weight_drop=weight_drop,
         )
-        if backend not in BACKENDS:
-            raise InputError(f"{owner}: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if backend == "torch" and self._v.any_variant:
-            raise InputError(
-                f"{owner}: backend='torch' runs only the plain cell, but {', '.join(self._v.names())} "
-                "is set; use backend='auto' or 'reference'"
-            )
+        check_backend(owner, backend, self._v.names())
         self.forget_bias = self._v.forget_bias
         self.peephole = peephole
         self.layer_norm = layer_norm

@@ -302,3 +302,18 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
 
 def tokens_to_strings(vocab: list[str], x_row: torch.Tensor) -> list[str]:
     return [vocab[int(i)] for i in x_row.reshape(-1).tolist()]
+
+
+def class_last_sums(output: torch.Tensor, batch: Batch) -> dict[str, float]:
+    """Additive statistics of a sequence classification batch: right answers, summed cross-entropy, count."""
+    return {
+        "correct": float((output.argmax(-1) == batch.y).sum()),
+        "ce": float(F.cross_entropy(output, batch.y, reduction="sum")),
+        "n": float(len(batch)),
+    }
+
+
+def class_last_metrics(sums: dict[str, float]) -> dict[str, float]:
+    """Accuracy and mean cross-entropy from :func:`class_last_sums` added over batches."""
+    return {"accuracy": sums["correct"] / sums["n"], "ce": sums["ce"] / sums["n"]}
+

@@ -6,9 +6,8 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .base import Batch, DataError, SyntheticTask, check_int, tokens_to_strings
+from .base import Batch, DataError, SyntheticTask, check_int, class_last_metrics, class_last_sums, tokens_to_strings
 
 SUSPECT_NAMES = (
     "butler", "maid", "gardener", "cook", "chauffeur", "nanny",
@@ -136,14 +135,10 @@ class MysteryTask(SyntheticTask):
         )
 
     def _batch_sums(self, output: torch.Tensor, batch: Batch) -> dict[str, float]:
-        return {
-            "correct": float((output.argmax(-1) == batch.y).sum()),
-            "ce": float(F.cross_entropy(output, batch.y, reduction="sum")),
-            "n": float(len(batch)),
-        }
+        return class_last_sums(output, batch)
 
     def _metrics(self, sums: dict[str, float]) -> dict[str, float]:
-        return {"accuracy": sums["correct"] / sums["n"], "ce": sums["ce"] / sums["n"]}
+        return class_last_metrics(sums)
 
     def render(self, x_row: torch.Tensor) -> list[str]:
         assert self.vocab is not None

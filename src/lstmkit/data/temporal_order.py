@@ -6,9 +6,8 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .base import Batch, SyntheticTask, check_choice, tokens_to_strings
+from .base import Batch, SyntheticTask, check_choice, class_last_metrics, class_last_sums, tokens_to_strings
 
 TEMPORAL_SYMBOLS = ["E", "B", "a", "b", "c", "d", "X", "Y"]
 PAD = "<pad>"
@@ -73,14 +72,10 @@ class TemporalOrderTask(SyntheticTask):
         )
 
     def _batch_sums(self, output: torch.Tensor, batch: Batch) -> dict[str, float]:
-        return {
-            "correct": float((output.argmax(-1) == batch.y).sum()),
-            "ce": float(F.cross_entropy(output, batch.y, reduction="sum")),
-            "n": float(len(batch)),
-        }
+        return class_last_sums(output, batch)
 
     def _metrics(self, sums: dict[str, float]) -> dict[str, float]:
-        return {"accuracy": sums["correct"] / sums["n"], "ce": sums["ce"] / sums["n"]}
+        return class_last_metrics(sums)
 
     def class_names(self) -> list[str] | None:
         k = len(self.windows)
