@@ -1,6 +1,9 @@
 """Gate analyses on plain arrays: memory retention, saturation, unit search, unit scores and the
 mystery report.
 
+(About 770 lines: each analysis is short, and all of them share the array conversion and the
+gate-quantity helpers at the top; the mystery report is the largest, at about 250 lines.)
+
 Everything here computes on NumPy arrays: a trace is the core's :class:`~lstmkit.core.Trace`, a
 mapping of arrays or any object with the gates as attributes (a torch tensor is converted with
 ``.detach().cpu().numpy()``), so the analyses work on traces from any source.

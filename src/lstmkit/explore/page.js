@@ -1,5 +1,7 @@
 // lstmkit explorer page. Reads the JSON block #lstmkit-data; renders text only through
 // textContent (never innerHTML with data), so nothing in the input can run as script.
+// (One file of ~840 lines: the page ships as a single self-contained HTML file with no build step
+// and no module loader, so its views share one closure and one state object.)
 (function () {
   "use strict";
 

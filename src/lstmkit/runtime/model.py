@@ -1,5 +1,8 @@
 """Run an exported lstmkit model with NumPy alone: whole sequences and one step at a time.
 
+(About 660 lines: the runtime is meant to be copied to a device as a folder, so the model, its
+bundle reader's checks and the streaming step stay together in one module.)
+
 The same equations as :mod:`lstmkit.core.functional` (gate order i, f, g, o; state (h, c)) with
 every variant of the core in evaluation mode (peephole, layer norm, coupled, zoneout's expectation,
 projection), stacked layers, both directions for whole sequences, and the task head of
