@@ -43,6 +43,8 @@ def test_season_detection(tmp_path: Path) -> None:
     short = np.sin(2 * np.pi * t[:48] / 12) + 0.05 * t[:48]
     assert detect_season(short) == 1 and seasonal_period(short, "MS") == 12
     assert seasonal_period(rng.normal(size=48), "MS") == 1  # no season in the data: none taken
+    walk = 100 + np.cumsum(rng.normal(size=300))  # closes on business days: no weekly season
+    assert seasonal_period(walk, "B") == 1
     assert [freq_season(f) for f in ("MS", "QS-OCT", "D", "B", "30min", "h", None, "YS")] == [12, 4, 7, 5, 48, 24, 1, 1]
     rows = [[round(float(v), 4)] for v in np.sin(2 * np.pi * t / 12) + 0.3 * rng.normal(size=300)]
     task = make_task("csv", csv=str(write_csv(tmp_path / "sine.csv", ["y"], rows)), target="y")

@@ -62,8 +62,8 @@ def freq_season(freq: str | None) -> int:
 
 def seasonal_period(y: np.ndarray, freq: str | None = None) -> int:
     """The season of `y`: ``detect_season``, or, where that finds none in a short series, the season of
-    the calendar frequency when the detrended autocorrelation at that lag exceeds 0.3 (a series of
-    four or five seasons is too short for the significance tests of ``detect_season``)."""
+    the calendar frequency when the detrended autocorrelation peaks at that lag above 0.3 (a series
+    of four or five seasons is too short for the significance tests of ``detect_season``)."""
     m = detect_season(y)
     p = freq_season(freq)
     y = np.asarray(y, dtype=np.float64)
@@ -72,6 +72,9 @@ def seasonal_period(y: np.ndarray, freq: str | None = None) -> int:
         r = y - np.polyval(np.polyfit(t, y, 1), t)
         r -= r.mean()
         var = float(r @ r)
-        if var > 0 and float(r[p:] @ r[:-p]) / var > 0.3:
+        acf = [float(r[k:] @ r[:-k]) / var if var > 0 else 0.0 for k in (p - 1, p, p + 1)]
+        # a real season peaks at its lag; a trend or a random walk only decays (e.g. stock closes
+        # on business days have no weekly season)
+        if acf[1] > 0.3 and acf[1] > acf[0] and acf[1] > acf[2]:
             return p
     return m
