@@ -12,6 +12,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -316,4 +317,24 @@ def class_last_sums(output: torch.Tensor, batch: Batch) -> dict[str, float]:
 def class_last_metrics(sums: dict[str, float]) -> dict[str, float]:
     """Accuracy and mean cross-entropy from :func:`class_last_sums` added over batches."""
     return {"accuracy": sums["correct"] / sums["n"], "ce": sums["ce"] / sums["n"]}
+
+
+def read_utf8(path: str | Path, kind: str, what: str) -> str:
+    """The text of the user's `kind` file ("csv", "text") at `path`, a byte-order mark dropped; a
+    one-line DataError when it is missing, not a regular file, not UTF-8 or empty (`what` says
+    what the file should be: "a CSV file with a header")."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{kind} file {str(p)!r} does not exist; pass the path of {what}")
+    if not p.is_file():
+        raise DataError(f"{kind} file {str(p)!r} is not a regular file; pass the path of {what}")
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{kind} file {str(p)!r} is not valid UTF-8 (byte {e.start}); convert it, e.g. iconv -t UTF-8"
+        ) from None
+    if not text.strip():
+        raise DataError(f"{kind} file {str(p)!r} is empty; pass {what} with data in it")
+    return text
 

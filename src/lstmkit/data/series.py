@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from .base import DataError
+from .base import DataError, read_utf8
 
 FILLS = ("interpolate", "ffill", "zero", "error")
 FILL_WORDS = {"interpolate": "by linear interpolation", "ffill": "with the last value before them", "zero": "with 0"}
@@ -219,16 +219,7 @@ class _Where:
 
 def _csv_text(path: Path, delimiter: str) -> tuple[str, list[str]]:
     """The file's text and its header's column names; DataError when it is no readable CSV file."""
-    if not path.exists():
-        raise DataError(f"csv file {str(path)!r} does not exist; pass the path of a CSV file with a header")
-    if not path.is_file():
-        raise DataError(f"csv file {str(path)!r} is not a regular file; pass the path of a CSV file")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"csv file {str(path)!r} is not valid UTF-8 (byte {e.start}); convert it to UTF-8") from None
-    if not text or text.isspace():
-        raise DataError(f"csv file {str(path)!r} is empty; it needs a header row and data rows")
+    text = read_utf8(path, "csv", "a CSV file with a header row and data rows")
     first = text[: text.find("\n") + 1 or len(text)]  # the header (a header with a quoted line break: not supported)
     header = [h.strip() for h in next(csv.reader([first.rstrip("\r\n")], delimiter=delimiter))]
     return text, header

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import LN2, Batch, DataError, Split, Task, check_int, tokens_to_strings
+from .base import LN2, Batch, DataError, Split, Task, check_int, read_utf8, tokens_to_strings
 from .shakespeare import shakespeare_plays
 
 # The plays held out of training by default: about 4% of the corpus each, one play each of two genres.
@@ -23,21 +23,7 @@ FILE_SPLIT = (0.90, 0.05)  # train, val fractions of a user's file; the rest is 
 
 def read_text_file(path: str | Path) -> str:
     """The whole file as text (newlines normalised to "\\n"), or a DataError saying what is wrong."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"text file {str(p)!r} does not exist; pass the path of a UTF-8 text file")
-    if not p.is_file():
-        raise DataError(f"text file {str(p)!r} is not a regular file; pass the path of a UTF-8 text file")
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(
-            f"text file {str(p)!r} is not valid UTF-8 (byte {e.start}); convert it, e.g. iconv -t UTF-8"
-        ) from None
-    text = text.removeprefix("\ufeff").replace("\r\n", "\n")
-    if not text.strip():
-        raise DataError(f"text file {str(p)!r} is empty; pass a file with some text in it")
-    return text
+    return read_utf8(path, "text", "a UTF-8 text file").replace("\r\n", "\n")
 
 
 def _encode_all(parts: list[str]) -> tuple[list[str], list[np.ndarray]]:
