@@ -148,6 +148,10 @@ def train(
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model)
+    if cfg.arch == "lstm" and next(model.parameters()).device.type == "cpu":
+        from .. import kernels
+
+        kernels.available()  # a first use builds the kernels (1-2 min): before the clock and the progress bar start
     bar = Progress(
         f"{task.name}/{cfg.arch}",
         cfg.max_steps,
@@ -165,10 +169,6 @@ def train(
     metric = task.main_metric
     ckpt_every = cfg.checkpoint_every or cfg.eval_every
     stopped = "max_steps"
-    if cfg.arch == "lstm" and next(model.parameters()).device.type == "cpu":
-        from .. import kernels
-
-        kernels.available()  # a first use builds the compiled kernels (~1 min): before the clock starts
     t_start = time.perf_counter()
     pending: list[dict[str, Any]] = []
     last_loss = float("nan")
