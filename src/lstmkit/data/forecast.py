@@ -509,7 +509,7 @@ class ForecastTask(Task):
                 f"forecast: horizon {h} is longer than the {self.horizon} steps this run was trained for; "
                 f"ask for at most {self.horizon}, or train with --horizon {h}"
             )
-        panel, future = (self.panel, None) if frame is None else self._read_newer(frame)
+        panel, future = (self.panel, None) if frame is None else self.read_newer(frame)
         if self.n_future and frame is None:
             raise DataError(
                 "forecast: this run uses future covariates; pass the newer data with rows for the forecast "
@@ -538,7 +538,7 @@ class ForecastTask(Task):
             out = out.rename(columns={"id": panel.id})
         return out.rename(columns={"date": panel.date or "step"})
 
-    def _read_newer(self, frame: Any) -> tuple[Panel, dict[str, np.ndarray] | None]:
+    def read_newer(self, frame: Any) -> tuple[Panel, dict[str, np.ndarray] | None]:
         """The panel of newer data, and the future covariates of rows after each series' last target."""
         import pandas as pd
 

@@ -17,37 +17,26 @@ from typing import Any
 import numpy as np
 
 from .. import atomic
-from ..data.base import Batch
-from ..data.forecast import ForecastTask
 from ..errors import InputError
-from .backtest import Backtest, backtest, format_table, model_forecasts
+from .backtest import Backtest, backtest, forecasting_task, format_table, model_forecasts
 
-__all__ = ["Backtest", "backtest", "format_table", "model_forecasts", "forecast", "write_forecast", "plot_forecast"]
-
-
-def _task(run: Any) -> ForecastTask:
-    task = run.task
-    if not isinstance(task, ForecastTask):
-        raise InputError(
-            f"{run.path}: forecasting needs a forecasting run (lstmkit train csv), this one is {task.name}"
-        )
-    return task
+__all__ = [
+    "Backtest",
+    "backtest",
+    "forecasting_task",
+    "format_table",
+    "model_forecasts",
+    "forecast",
+    "write_forecast",
+    "plot_forecast",
+]
 
 
 def forecast(run: Any, frame: Any = None, horizon: int | None = None) -> Any:
-    """The run's forecast of the `horizon` steps after the end of every series, as a DataFrame.
-
-    `frame`: newer data (a DataFrame or a CSV path with the training file's columns); default the
-    run's own data. See :meth:`lstmkit.data.forecast.ForecastTask.forecast_frame`.
-    """
-    task = _task(run)
-    model = run.model
-    model.eval()
-
-    def predict(b: Batch) -> Any:
-        return model(b.x)
-
-    return task.forecast_frame(predict, frame, horizon)
+    """The run's forecast of the `horizon` steps after the end of every series, as a DataFrame
+    (the same as ``run.forecast``; see :meth:`lstmkit.data.forecast.ForecastTask.forecast_frame`)."""
+    forecasting_task(run)
+    return run.forecast(frame, horizon)
 
 
 def write_forecast(
@@ -81,8 +70,8 @@ def plot_forecast(run: Any, df: Any, csv: str | Path | None = None, max_series: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    task = _task(run)
-    panel = task.panel if csv is None else task._read_newer(csv)[0]
+    task = forecasting_task(run)
+    panel = task.panel if csv is None else task.read_newer(csv)[0]
     series = panel.series[:max_series]
     n = len(series)
     fig, axes = plt.subplots(n, 1, figsize=(9, 2.6 * n + 0.4), squeeze=False)

@@ -101,12 +101,18 @@ def model_forecasts(task: ForecastTask, model: torch.nn.Module, split: str = "te
     return out
 
 
+def forecasting_task(run: Any) -> ForecastTask:
+    """The run's task, or InputError when the run is not a forecasting run."""
+    task = run.task
+    if not isinstance(task, ForecastTask):
+        raise InputError(f"{run.path}: this needs a forecasting run (lstmkit train csv), this one is {task.name}")
+    return task
+
+
 def backtest(run: Any, split: str = "test", *, arima: bool = False, baselines: bool = True) -> Backtest:
     """The run's forecasts and the baselines' on the same origins (see the module docstring);
     ``baselines=False`` scores the run alone (AutoETS takes ~0.3 s per series and origin)."""
-    task = run.task
-    if not isinstance(task, ForecastTask):
-        raise InputError(f"{run.path}: a backtest needs a forecasting run (lstmkit train csv), this one is {task.name}")
+    task = forecasting_task(run)
     origins = task.origins(split)  # type: ignore[arg-type]
     h = task.horizon
     true = [s.y[o[:, None] + np.arange(h)[None, :]] for s, o in zip(task.panel.series, origins)]
