@@ -126,7 +126,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = _train_config(args)
         out = args.out or f"runs/{args.task}"
-        res = train(cfg, out, progress=not args.quiet)
+        res = train(cfg, out, progress=not args.quiet, force=args.force)
     print(_result_text(res))
     return 0
 
@@ -178,7 +178,13 @@ def _cmd_explore(args: argparse.Namespace) -> int:
     from .explore import explore_run
 
     info = explore_run(
-        args.run, input_text=args.input, input_file=args.input_file, sample=args.sample, out=args.out, png=args.png
+        args.run,
+        input_text=args.input,
+        input_file=args.input_file,
+        sample=args.sample,
+        out=args.out,
+        png=args.png,
+        force=args.force,
     )
     print(f"explorer page: {info['page']}")
     if info["unknown"]:
@@ -199,12 +205,12 @@ def _cmd_explore(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(args.out, budget=args.budget, progress=not args.quiet)
+    run_demo(args.out, budget=args.budget, progress=not args.quiet, force=args.force)
     return 0
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
-    from .compress import compress
+    from .compress import compare_lines, compress
 
     opts: dict[str, Any] = {}
     names = (
@@ -215,11 +221,10 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         v = getattr(args, name, None)
         if v is not None:
             opts[name] = v
-    res = compress(args.run, args.method, args.out, **opts)
+    res = compress(args.run, args.method, args.out, force=args.force, **opts)
     print(f"compressed run: {args.out} ({args.method})")
-    for split in ("val", "test"):
-        if split in res:
-            print(f"{split}: " + ", ".join(f"{k} {v:.4g}" for k, v in res[split].items()))
+    for line in compare_lines(res):
+        print(line)
     return 0
 
 
@@ -231,7 +236,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             raise UsageError("--bits applies to --format runtime only (ONNX's LSTM operator takes float weights)")
         path = export_onnx(args.run, args.out)
     else:
-        path = export_runtime(args.run, args.out, bits=args.bits)
+        path = export_runtime(args.run, args.out, bits=args.bits, force=args.force)
     print(f"exported ({args.format}): {path}")
     return 0
 
@@ -241,7 +246,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
-    g.add_argument("--out", help="run folder to create (default runs/TASK)")
+    g.add_argument("--out", help="run folder to create (default runs/TASK): new, empty or a run")
+    g.add_argument("--force", action="store_true", help="write into --out even if it holds other files")
     g.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (its config is used)")
     g.add_argument("--seed", type=int, help="seed for weights, data and training order (default 0)")
     g.add_argument("--quiet", action="store_true", help="no progress output")
@@ -315,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", help="folder for the runs (default runs/demo)")
     d.add_argument("--budget", type=float, default=60.0, help="training seconds per model (default 60)")
     d.add_argument("--quiet", action="store_true", help="no progress output")
+    d.add_argument("--force", action="store_true", help="write into --out even if it holds other files")
     d.set_defaults(func=_cmd_demo)
 
     t = sub.add_parser("train", help="train a model on a task into a run folder")
@@ -354,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--input", help="text to run the model on (characters or words of its vocabulary)")
     src.add_argument("--input-file", help="a UTF-8 file to run the model on")
     src.add_argument("--sample", type=int, help="the N-th sequence of the task's test set (default 0)")
-    x.add_argument("--out", help="folder for index.html (default RUN/explore)")
+    x.add_argument("--out", help="folder for index.html (default RUN/explore): new, empty or an earlier page's")
+    x.add_argument("--force", action="store_true", help="write into --out even if it holds other files")
     x.add_argument("--png", action="store_true", help="also write the main views as PNG figures")
     x.add_argument("--serve", action="store_true", help="serve the page at http://127.0.0.1:PORT/ until Ctrl-C")
     x.add_argument("--port", type=int, default=0, help="port for --serve (default: any free port)")
@@ -363,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compress", help="make a smaller run: quantize, prune, lowrank or distill")
     c.add_argument("run", metavar="RUN")
     c.add_argument("--method", required=True, choices=("quantize", "prune", "lowrank", "distill"))
-    c.add_argument("--out", required=True, help="the new run folder")
+    c.add_argument("--out", required=True, help="the new run folder (new or empty)")
+    c.add_argument("--force", action="store_true", help="write into --out even if it holds other files")
     c.add_argument("--bits", type=int, choices=(8, 4), help="quantize: 8 (default) or 4 bits per weight")
     c.add_argument(
         "--activations",
@@ -391,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--format", required=True, choices=("onnx", "runtime"))
     xp.add_argument("--out", required=True, help="the .onnx file, or the bundle folder for --format runtime")
     xp.add_argument("--bits", type=int, choices=(8, 4), help="runtime: store weights as int8/int4 codes")
+    xp.add_argument("--force", action="store_true", help="runtime: write into --out even if it holds other files")
     xp.set_defaults(func=_cmd_export)
 
     b = sub.add_parser("bench", help="speed of lstmkit's paths against torch.nn.LSTM and the GEMM ceiling")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import InputError
+from .outdir import check_out_folder
 from .train import TrainConfig, TrainResult, train
 
 MYSTERY = {"T": 100, "suspects": 4, "red_herrings": 2}
@@ -38,10 +39,13 @@ def _cfg(arch: Literal["lstm", "gru", "rnn"], budget: float) -> TrainConfig:
     )
 
 
-def run_demo(out: str | Path = "runs/demo", budget: float = 60.0, progress: bool = True) -> dict[str, Any]:
+def run_demo(
+    out: str | Path = "runs/demo", budget: float = 60.0, progress: bool = True, force: bool = False
+) -> dict[str, Any]:
     out = Path(out)
     if budget <= 0:
         raise InputError(f"--budget must be a positive number of seconds, got {budget}")
+    check_out_folder(out, "demo", force=force, own=("lstm", "rnn"), runs_ok=False)
     for arch in ("lstm", "rnn"):
         old = out / arch
         if old.exists():

@@ -18,6 +18,7 @@ import torch
 
 from ..data.forecast import ForecastTask
 from ..errors import InputError
+from ..outdir import check_out_folder
 from ..train import RunError, load_run
 from .analysis import mystery_report
 from .page import trace_for_sequence, write_page
@@ -60,10 +61,14 @@ def explore_run(
     out: str | Path | None = None,
     png: bool = False,
     progress: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Build ``explore/index.html`` (or ``out/index.html``) for a run; returns
     ``{"page": Path, "pngs": [...], "summary": str | None, "report": MysteryReport | None,
-    "unknown": int}``."""
+    "unknown": int}``. ``out`` must be new, empty or an earlier explorer folder (index.html, png/);
+    ``force`` writes into a folder that holds other files."""
+    out_dir = Path(out) if out is not None else Path(run_dir) / "explore"
+    check_out_folder(out_dir, "explore", force=force, own=("index.html", "png"), runs_ok=False)
     run = load_run(run_dir)
     if run.model_config.arch != "lstm":
         raise InputError(f"{run.path}: the explorer shows LSTM gates; this run is a {run.model_config.arch}")
@@ -141,7 +146,6 @@ def explore_run(
     page_trace = trace_for_sequence(tr, 0)
     D = 2 if model.rnn.bidirectional else 1  # type: ignore[union-attr]
     labels = [f"layer {li}" + (" reverse" if d else "") for li in range(model.cfg.num_layers) for d in range(D)]
-    out_dir = Path(out) if out is not None else run.path / "explore"
     page = write_page(
         out_dir,
         page_trace,

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..outdir import check_out_folder
 from ..runtime.bundle import write_bundle
 from ..runtime.quant import BITS, pack_int4, quantize_rows
 from ..train import Run, load_run
@@ -58,9 +59,11 @@ def _run_bits(run_or_model: Any) -> int | None:
     return None
 
 
-def export_runtime(run_or_model: Any, out: str | Path, *, bits: int | None = None) -> Path:
+def export_runtime(run_or_model: Any, out: str | Path, *, bits: int | None = None, force: bool = False) -> Path:
     """Write ``run_or_model`` (a run folder, a Run, a SequenceModel or an LSTM) as a runtime bundle folder
-    ``out``; ``bits`` 8 or 4 quantizes the matrices (default: a quantized run's own bits, else float32)."""
+    ``out``; ``bits`` 8 or 4 quantizes the matrices (default: a quantized run's own bits, else float32).
+    ``out`` must be new, empty or an earlier bundle; ``force`` writes into a folder holding other files."""
+    check_out_folder(out, "export", force=force, own=("manifest.json", "weights.bin"), runs_ok=False)
     if isinstance(run_or_model, (str, Path)):
         run_or_model = load_run(run_or_model)
     if bits is None:

@@ -27,6 +27,7 @@ from torch import nn
 from ..data import make_task
 from ..errors import InputError
 from ..models import build_model
+from ..outdir import check_out_folder
 from . import runfolder
 from .checkpoint import last_checkpoint_step, load_checkpoint, restore_checkpoint, save_checkpoint
 from .config import TrainConfig, model_config_for
@@ -102,10 +103,12 @@ def train(
     resume: bool = False,
     progress: bool = True,
     log: Any = None,
+    force: bool = False,
 ) -> TrainResult:
     """Train ``cfg`` into the run folder ``out`` (created), or continue it when ``resume``.
 
-    ``log`` is a callable taking one line of text (default: the progress stream).
+    ``log`` is a callable taking one line of text (default: the progress stream). ``out`` must be new,
+    empty or a run folder; ``force`` writes into a folder that holds other files.
     """
     run_dir = Path(out)
     world, rank = _dist()
@@ -115,6 +118,8 @@ def train(
         raise InputError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({world})")
     is_main = rank == 0
 
+    if not resume:  # never among a user's own files, unless force (lstmkit.outdir)
+        check_out_folder(run_dir, "train", force=force)
     if not resume and (run_dir / "train_state.json").exists():
         raise InputError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
 
