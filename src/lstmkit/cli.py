@@ -106,7 +106,7 @@ def _train_config(args: argparse.Namespace) -> Any:
     kw = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
     if args.target_metric is not None:
         kw["target"] = args.target_metric
-    return TrainConfig(task=args.task, task_params=task_params, variants=variants, **kw)
+    return TrainConfig.for_task(args.task, task_params=task_params, variants=variants, **kw)
 
 
 def _parse_value(v: str) -> Any:
@@ -244,7 +244,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- parser
 
 
-def _add_train_options(p: argparse.ArgumentParser) -> None:
+def _add_train_options(p: argparse.ArgumentParser, task: str | None = None) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--out", help="run folder to create (default runs/TASK): new, empty or a run")
     g.add_argument("--force", action="store_true", help="write into --out even if it holds other files")
@@ -310,9 +310,108 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scaling", choices=("last", "revin", "mean"), help="csv: per-window scaling (default last)")
     g.add_argument("--delimiter", help="csv: field delimiter (default ,)")
     g.add_argument("--task-param", action="append", metavar="KEY=VALUE", help="any other task parameter")
+    _document_defaults(p, task)
 
 
-def build_parser() -> argparse.ArgumentParser:
+# what a task parameter whose default is None means (its value comes from the data or is absent)
+NONE_DEFAULTS = {
+    "text_file": "Shakespeare's plays",
+    "csv": "required",
+    "target": "required",
+    "date": "none, rows in time order",
+    "id": "none, one series",
+    "features": "none",
+    "future_features": "none",
+    "window": "from the detected season and the series' length: 2 seasons or 2 horizons, at least 8",
+    "horizon": "one detected season, or 8, at most a fifth of the shortest series",
+    "season": "detected from the data",
+    "backtest": "12 origins, fewer for short series",
+    "quantiles": "0.1,0.5,0.9",
+    "n_train": "fresh strings in every batch",
+}
+# flags whose help another part writes (the budgets) or that have no default to show
+_NO_DEFAULT_SHOWN = {"max_steps", "max_time", "target_metric", "resume", "out", "quiet", "force", "task_param"}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, list):
+        return ",".join(_fmt(x) for x in v)
+    return str(v)
+
+
+def _document_defaults(p: argparse.ArgumentParser, task: str | None) -> None:
+    """Write each option's default into its help: for ``task`` when the command line names one
+    (``lstmkit train text --help``), else the value of each task where they differ. Task-data flags
+    of other tasks are hidden when a task is named."""
+    import re
+
+    from .data.registry import TASK_NAMES, task_params
+    from .train.config import train_defaults
+
+    tasks = [task] if task else list(TASK_NAMES)
+    train = {t: train_defaults(t) for t in tasks}
+    params = {t: task_params(t) for t in tasks}
+
+    def value(t: str, dest: str) -> tuple[bool, str]:
+        """(applies to task t, the default as text)"""
+        if dest in TASK_FLAGS:
+            name = TASK_FLAGS[dest]
+            if name not in params[t]:
+                return False, ""
+            v = params[t][name]
+            return True, NONE_DEFAULTS.get(name, "none") if v is None else _fmt(v)
+        if dest in VARIANT_DEFAULTS:
+            v = train[t]["variants"].get(dest, VARIANT_DEFAULTS[dest])
+            return True, _fmt(v)
+        if dest in train[t]:
+            v = train[t][dest]
+            return True, "none" if v is None else _fmt(v)
+        return False, ""
+
+    for a in p._actions:
+        if a.dest in _NO_DEFAULT_SHOWN or a.help in (None, argparse.SUPPRESS):
+            continue
+        known = {t: value(t, a.dest) for t in tasks}
+        applies = {t: v for t, (ok, v) in known.items() if ok}
+        if not applies:
+            if task and a.dest in TASK_FLAGS:
+                a.help = argparse.SUPPRESS  # another task's data flag
+            continue
+        if a.const is True and set(applies.values()) == {"off"}:
+            continue  # a switch that is off unless given
+        text = re.sub(r"\s*\(default[^)]*\)", "", str(a.help))
+        vals = sorted(set(applies.values()), key=list(applies.values()).count, reverse=True)
+        if len(vals) == 1:
+            text += f" (default: {vals[0]})"
+        else:  # the most common value, then the tasks that differ
+            others = "; ".join(f"{t} {v}" for t, v in applies.items() if v != vals[0])
+            text += f" (default: {vals[0]}; {others})"
+        a.help = text.replace("%", "%%")
+
+
+VARIANT_DEFAULTS: dict[str, Any] = {"forget_bias": 1.0}
+
+
+def _task_named(argv: Sequence[str] | None) -> str | None:
+    """The TASK of ``train TASK ...`` on the command line, for its --help (None when there is none)."""
+    from .data.registry import TASK_NAMES
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "train" not in argv:
+        return None
+    for a in argv[argv.index("train") + 1 :]:
+        if a.replace("_", "-") in TASK_NAMES:
+            return a.replace("_", "-")
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = ()) -> argparse.ArgumentParser:
+    """The parser; ``argv`` (the command line, None: sys.argv) only picks the task whose defaults
+    ``lstmkit train TASK --help`` shows."""
     p = _Parser(prog="lstmkit", description="The LSTM with first-class gates: train it, see inside it, ship it.")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -324,9 +423,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--force", action="store_true", help="write into --out even if it holds other files")
     d.set_defaults(func=_cmd_demo)
 
-    t = sub.add_parser("train", help="train a model on a task into a run folder")
+    task = _task_named(argv)
+    t = sub.add_parser(
+        "train",
+        help="train a model on a task into a run folder",
+        epilog=(
+            f"The defaults shown are the {task} task's."
+            if task
+            else "Each task has its own defaults; lstmkit train TASK --help shows them."
+        ),
+    )
     t.add_argument("task", metavar="TASK", help="adding, copy, temporal-order, reber, mystery, text, csv")
-    _add_train_options(t)
+    _add_train_options(t, task)
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("evaluate", help="print a run's metrics on the test (or validation) set")
@@ -419,7 +527,7 @@ def _one_line(e: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)

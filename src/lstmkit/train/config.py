@@ -11,7 +11,34 @@ from ..data import Task
 from ..errors import InputError
 from ..models import ModelConfig
 
-__all__ = ["TrainConfig", "model_config_for"]
+__all__ = ["TASK_DEFAULTS", "TrainConfig", "model_config_for", "train_defaults"]
+
+
+# What `lstmkit train TASK` uses where a flag is not given (TrainConfig.for_task): for each task, the
+# settings that the measured runs of BENCHMARKS.md ("Quality") found to work; the rest are
+# TrainConfig's own defaults. copy has no measured recipe yet and keeps those.
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    # Shakespeare: H 512, embedding 64, AdamW 2e-3, batch 32 x 100 chars reached 1.466 nats/char in
+    # 20 min; validating the whole held-out plays costs seconds at H 512, hence every 500 steps
+    "text": {"hidden_size": 512, "embedding_size": 64, "batch_size": 32, "lr": 2e-3, "eval_every": 500},
+    # mystery T 100: 99.4 % test with H 64, AdamW 3e-3
+    "mystery": {"hidden_size": 64, "lr": 3e-3},
+    # embedded Reber: 100 % with H 32, embedding 8, AdamW 1e-2
+    "reber": {"hidden_size": 32, "embedding_size": 8, "lr": 1e-2},
+    # temporal order 6a: 100 % with forget-gate bias 4 (with 1 it sat at chance for 8000 steps)
+    "temporal-order": {"hidden_size": 64, "lr": 2e-3, "variants": {"forget_bias": 4.0}},
+    # adding T 200: MSE 0.0037 with H 128, batch 50, AdamW 1e-3 without decay, forget-gate bias 4
+    "adding": {
+        "hidden_size": 128,
+        "batch_size": 50,
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "variants": {"forget_bias": 4.0},
+    },
+    # the forecasting benchmarks (BENCHMARKS.md, "Forecasting"): H 64
+    "csv": {"hidden_size": 64},
+    "copy": {},
+}
 
 
 @dataclass
@@ -83,6 +110,17 @@ class TrainConfig:
         if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise InputError(f"train config: dropout must be in [0, 1), got {self.dropout!r}")
 
+    @classmethod
+    def for_task(cls, task: str, **given: Any) -> TrainConfig:
+        """The config of a run of ``task`` with the task's own defaults (:func:`train_defaults`)
+        where ``given`` leaves a field out; ``variants`` are merged (given ones win). This is what
+        ``lstmkit train TASK`` builds; ``TrainConfig(task=...)`` keeps the generic defaults."""
+        kw = train_defaults(task)
+        variants = {**kw["variants"], **(given.pop("variants", None) or {})}
+        kw.update(given)
+        kw["variants"] = variants
+        return cls(task=task, task_params=dict(kw.pop("task_params", None) or {}), **kw)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -96,6 +134,16 @@ class TrainConfig:
             raise InputError(f"train config: unknown field {unknown[0]!r}")
         return cls(**d)
 
+
+def train_defaults(task: str) -> dict[str, Any]:
+    """Every TrainConfig field's default for ``task`` (its :data:`TASK_DEFAULTS` over the generic
+    ones), except ``task`` and ``task_params``."""
+    out = {f.name: f.default_factory() if callable(f.default_factory) else f.default for f in fields(TrainConfig)}
+    del out["task"], out["task_params"]
+    key = task.replace("_", "-") if isinstance(task, str) else task
+    for k, v in TASK_DEFAULTS.get(key, {}).items():
+        out[k] = dict(v) if isinstance(v, dict) else v
+    return out
 
 def model_config_for(cfg: TrainConfig, task: Task) -> ModelConfig:
     return ModelConfig(
