@@ -53,7 +53,7 @@ GOOD_CSV = "t,y,z\n" + "".join(f"{i},{(i * 7) % 13},{i % 5}\n" for i in range(20
         (["explore", "/nonexistent/run"], "not a run folder"),
         (["compress", "/nonexistent/run", "--method", "quantize", "--out", "{tmp}/c"], "not a run folder"),
         (["export", "/nonexistent/run", "--format", "runtime", "--out", "{tmp}/b"], "not a run folder"),
-        (["export", "/nonexistent/run", "--format", "onnx", "--bits", "8", "--out", "{tmp}/m.onnx"], "--bits"),
+        (["export", "/nonexistent/run", "--format", "onnx", "--bits", "4", "--out", "{tmp}/m.onnx"], "--bits"),
         (["demo", "--budget", "0", "--out", "{tmp}/d"], "--budget"),
     ],
 )
@@ -176,7 +176,7 @@ def test_train_evaluate_explore(mystery_run, capsys, tmp_path):
     capsys.readouterr()
     assert main(["evaluate", str(mystery_run)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("accuracy ")
+    assert out.startswith("split: test (test set, 32 sequences)\naccuracy ")  # names the split it scored
     assert main(["explore", str(mystery_run), "--out", str(tmp_path / "x"), "--png"]) == 0
     out = capsys.readouterr().out
     assert (tmp_path / "x" / "index.html").exists() and "Mystery report" in out

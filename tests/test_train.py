@@ -176,8 +176,9 @@ def test_text_lm_train_sample_and_tied_weights(tmp_path):
     assert run.sample("the ", length=30, temperature=0.5, seed=1) == s  # seeded
     greedy = run.sample("the ", length=10, temperature=0)
     assert len(greedy) == 14
-    with pytest.raises(ValueError, match="outside the model's vocabulary"):
-        run.sample("XYZ", length=5)
+    # characters outside the vocabulary are fed as the stand-in (a space), as explore does (issue 20)
+    assert "X" not in (run.vocab or []) and " " in (run.vocab or [])
+    assert run.sample("XYZ", length=5, seed=3) == "XYZ" + run.sample("   ", length=5, seed=3)[3:]
 
 
 def test_head_reads_last_valid_step():

@@ -146,6 +146,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     run = load_run(args.run)
     metrics = run.evaluate(args.split)
+    n = sum(len(b) for b in run.task.eval_batches(args.split, 256))  # cached by evaluate
+    print(f"split: {args.split} ({'validation' if args.split == 'val' else 'test'} set, {n} sequences)")
     for k, v in metrics.items():
         print(f"{k} {v:.6g}")
     if run.model_config.target == "regress_steps" and not args.metrics_only:
@@ -167,10 +169,15 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
+    from .tokens import encode_text, unknown_note
     from .train import load_run
 
     run = load_run(args.run)
-    print(run.sample(args.prompt, args.length, args.temperature, args.top_k, args.seed))
+    text = run.sample(args.prompt, args.length, args.temperature, args.top_k, args.seed)
+    note = unknown_note(encode_text(run.vocab or [], args.prompt)) if run.vocab else ""
+    if note:
+        print(note, file=sys.stderr)
+    print(text)
     return 0
 
 
@@ -187,10 +194,8 @@ def _cmd_explore(args: argparse.Namespace) -> int:
         force=args.force,
     )
     print(f"explorer page: {info['page']}")
-    if info["unknown"]:
-        print(
-            f"{info['unknown']} input items are outside the model's vocabulary: fed as a stand-in, marked ⚠ on the page"
-        )
+    if info["unknown_note"]:
+        print(info["unknown_note"])
     for p in info["pngs"]:
         print(f"figure: {p}")
     if info["summary"]:
@@ -232,11 +237,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx, export_runtime
 
     if args.format == "onnx":
-        if args.bits is not None:
-            raise UsageError("--bits applies to --format runtime only (ONNX's LSTM operator takes float weights)")
-        path = export_onnx(args.run, args.out)
-    else:
-        path = export_runtime(args.run, args.out, bits=args.bits, force=args.force)
+        from .export.onnx_int8 import onnx_weight_summary
+
+        if args.bits == 4:
+            raise UsageError("--format onnx stores weights as int8 (--bits 8) or float32; int4 is for --format runtime")
+        path = export_onnx(args.run, args.out, bits=args.bits)
+        print(f"exported ({args.format}): {path}")
+        print(onnx_weight_summary(path))
+        return 0
+    path = export_runtime(args.run, args.out, bits=args.bits, force=args.force)
     print(f"exported ({args.format}): {path}")
     return 0
 
@@ -507,7 +516,12 @@ def build_parser(argv: Sequence[str] | None = ()) -> argparse.ArgumentParser:
     xp.add_argument("run", metavar="RUN")
     xp.add_argument("--format", required=True, choices=("onnx", "runtime"))
     xp.add_argument("--out", required=True, help="the .onnx file, or the bundle folder for --format runtime")
-    xp.add_argument("--bits", type=int, choices=(8, 4), help="runtime: store weights as int8/int4 codes")
+    xp.add_argument(
+        "--bits",
+        type=int,
+        choices=(8, 4),
+        help="weights as int8 (onnx, runtime) or int4 (runtime) codes (default: a quantized run's own, else float)",
+    )
     xp.add_argument("--force", action="store_true", help="runtime: write into --out even if it holds other files")
     xp.set_defaults(func=_cmd_export)
 

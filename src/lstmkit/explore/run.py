@@ -19,36 +19,25 @@ import torch
 from ..data.forecast import ForecastTask
 from ..errors import InputError
 from ..outdir import check_out_folder
+from ..tokens import UNKNOWN_MARK, Encoded, encode_text, split_text, unknown_note
 from ..train import RunError, load_run
 from .analysis import mystery_report
 from .page import trace_for_sequence, write_page
 
-UNKNOWN_MARK = "⚠"
 MAX_STEPS = 50_000
 REPORT_STORIES = 500
 
 
-def _tokenise(run: Any, text: str) -> tuple[list[int], list[str], int]:
-    """Ids, display tokens and the count of out-of-vocabulary items for free text."""
+def _tokenise(run: Any, text: str) -> Encoded:
+    """Free text as ids of the run's vocabulary, unknown items fed as a stand-in and marked
+    (:mod:`lstmkit.tokens`, the rule ``sample`` follows too)."""
     vocab: list[str] = run.vocab
-    index = {t: i for i, t in enumerate(vocab)}
-    char_level = all(len(t) == 1 for t in vocab)
-    items = list(text) if char_level else text.split()
+    items = split_text(vocab, text)
     if not items:
         raise InputError("the input is empty; give some text with --input or --input-file, or use --sample N")
     if len(items) > MAX_STEPS:
         raise InputError(f"the input has {len(items)} steps; the explorer takes at most {MAX_STEPS}")
-    fallback = index.get(" ", 0) if char_level else 0
-    ids, shown, unknown = [], [], 0
-    for it in items:
-        if it in index:
-            ids.append(index[it])
-            shown.append(it)
-        else:
-            ids.append(fallback)
-            shown.append(UNKNOWN_MARK + it)
-            unknown += 1
-    return ids, shown, unknown
+    return encode_text(vocab, text)
 
 
 @torch.no_grad()
@@ -65,7 +54,7 @@ def explore_run(
 ) -> dict[str, Any]:
     """Build ``explore/index.html`` (or ``out/index.html``) for a run; returns
     ``{"page": Path, "pngs": [...], "summary": str | None, "report": MysteryReport | None,
-    "unknown": int}``. ``out`` must be new, empty or an earlier explorer folder (index.html, png/);
+    "unknown": int, "unknown_note": str}``. ``out`` must be new, empty or an earlier explorer folder (index.html, png/);
     ``force`` writes into a folder that holds other files."""
     out_dir = Path(out) if out is not None else Path(run_dir) / "explore"
     check_out_folder(out_dir, "explore", force=force, own=("index.html", "png"), runs_ok=False)
@@ -88,6 +77,7 @@ def explore_run(
     model = run.model.eval()
     task_name = run.config["task"]["name"]
     unknown = 0
+    note = ""
     predictions = None
     next_probs = None
     report = None
@@ -95,8 +85,10 @@ def explore_run(
     if input_text is not None:
         if run.model_config.input_type != "tokens" or not run.vocab:
             raise InputError(f"{run.path}: the {task_name} task takes numbers, not text; use --sample N")
-        ids, tokens, unknown = _tokenise(run, input_text)
-        x = torch.tensor([ids])
+        enc = _tokenise(run, input_text)
+        tokens, unknown = enc.shown, enc.count
+        note = unknown_note(enc, ", marked " + UNKNOWN_MARK + " on the page")
+        x = torch.tensor([enc.ids])
     else:
         task = run.task
         batches = task.eval_batches("test", 1024)
@@ -167,6 +159,7 @@ def explore_run(
         "summary": report.summary() if report is not None else None,
         "report": report,
         "unknown": unknown,
+        "unknown_note": note,
     }
 
 

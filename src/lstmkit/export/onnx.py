@@ -222,14 +222,21 @@ def build_onnx(spec: ModelSpec, opset: int = OPSET) -> Any:
     return model
 
 
-def export_onnx(run_or_model: Any, path: str | Path, *, opset: int = OPSET) -> Path:
+def export_onnx(run_or_model: Any, path: str | Path, *, opset: int = OPSET, bits: int | None = None) -> Path:
     """Write ``run_or_model`` (a run folder, Run, SequenceModel or LSTM) as an ONNX file at ``path``.
 
     Inputs ``x``, ``h0``, ``c0``; outputs ``y``, ``h_n``, ``c_n`` (see the module docstring). The file is
     written atomically. Raises :class:`ExportError` for a model the ONNX LSTM cannot express.
+    ``bits`` 8 (or a quantized run, by default) stores the weight matrices as int8 codes behind
+    DequantizeLinear nodes (:mod:`lstmkit.export.onnx_int8`); otherwise they are float32.
     """
+    from .onnx_int8 import onnx_bits, with_int8_weights
+
     spec = model_spec(run_or_model)
     model = build_onnx(spec, opset)
+    bits = onnx_bits(run_or_model, bits)
+    if bits is not None:
+        model = with_int8_weights(model, bits)
     path = Path(path)
     if path.is_dir():
         raise ExportError(f"export: {path} is a folder; give the .onnx file to write (e.g. {path / 'model.onnx'})")

@@ -6,6 +6,7 @@ import torch
 
 from ..errors import InputError
 from ..models import SequenceModel
+from ..tokens import encode_text
 
 
 @torch.no_grad()
@@ -20,7 +21,9 @@ def sample_text(
 ) -> str:
     """Continue ``prompt`` by ``length`` characters, sampling each from the model's next-character
     distribution at ``temperature`` (0 = greedy), restricted to the ``top_k`` most likely if given.
-    ``model`` is a language model over ``vocab`` (its output is the next token of each step)."""
+    ``model`` is a language model over ``vocab`` (its output is the next token of each step).
+    Characters of ``prompt`` outside ``vocab`` are fed as a stand-in (:func:`lstmkit.tokens.encode_text`,
+    the rule of ``explore``; :func:`lstmkit.tokens.unknown_note` names them); the prompt is returned as given."""
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
         raise InputError(f"--length must be a positive int, got {length!r}")
     if not temperature >= 0:
@@ -28,12 +31,10 @@ def sample_text(
     if top_k is not None and top_k < 1:
         raise InputError(f"--top-k must be >= 1, got {top_k}")
     index = {c: i for i, c in enumerate(vocab)}
-    bad = sorted({c for c in prompt if c not in index})
-    if bad:
-        raise InputError(f"the prompt has characters outside the model's vocabulary: {''.join(bad)!r}; leave them out")
     gen = torch.Generator().manual_seed(seed if seed is not None else 0)
-    start = prompt or ("\n" if "\n" in index else vocab[0])
-    ids = torch.tensor([[index[c] for c in start]])
+    # characters outside the vocabulary are fed as a stand-in, as explore does (lstmkit.tokens)
+    start = encode_text(vocab, prompt).ids if prompt else [index["\n"] if "\n" in index else 0]
+    ids = torch.tensor([start])
     model = model.eval()
     logits, state = model(ids, return_state=True)
     out: list[str] = []
