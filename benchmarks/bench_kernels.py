@@ -283,7 +283,7 @@ def bench_int8(rounds: int, n_steps: int) -> None:
     row("case", ["float32 fused", "int8", "x faster"])
     for name, (B, I, H) in STREAM.items():
         torch.manual_seed(0)
-        m = lstmkit.LSTM(I, H).eval()
+        m = lstmkit.LSTM(I, H, forget_bias=1.0).eval()
         x1 = torch.randn(I)
         f32 = m.stream(B)
         m.use_int8()
@@ -294,7 +294,7 @@ def bench_int8(rounds: int, n_steps: int) -> None:
     row("case (whole sequence)", ["nn.LSTM", "int8", "x faster"])
     for name, (T, B, I, H) in TRAIN.items():
         torch.manual_seed(0)
-        m = lstmkit.LSTM(I, H).eval()
+        m = lstmkit.LSTM(I, H, forget_bias=1.0).eval()
         ref = torch.nn.LSTM(I, H).eval()
         ref.load_state_dict(m.state_dict())
         x = torch.randn(T, B, I)

@@ -57,7 +57,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, (I, H) in STREAM_SHAPES.items():
             torch.manual_seed(0)
-            lstm = lstmkit.LSTM(I, H).eval()
+            lstm = lstmkit.LSTM(I, H, forget_bias=1.0).eval()
             x = torch.randn(I)
             xn = x.numpy()
             fused = lstm.stream(1)

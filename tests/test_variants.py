@@ -169,7 +169,12 @@ def test_weight_drop_uses_one_mask_for_all_steps():
 
 
 def test_forget_bias_and_coupled_init():
-    m = lstmkit.LSTM(I, H, 2)
+    torch.manual_seed(3)
+    m = lstmkit.LSTM(I, H, 2)  # default: torch's initialisation, forget rows as random as the others
+    torch.manual_seed(3)
+    ref = torch.nn.LSTM(I, H, 2)
+    assert m.forget_bias is None and torch.equal(m.bias_ih_l1, ref.bias_ih_l1)
+    m = lstmkit.LSTM(I, H, 2, forget_bias=1.0)
     for k in range(2):
         b = getattr(m, f"bias_ih_l{k}") + getattr(m, f"bias_hh_l{k}")
         assert torch.allclose(b[H : 2 * H], torch.ones(H))

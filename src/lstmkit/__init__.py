@@ -13,9 +13,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .core import LSTM, LSTMCell, Trace
 
+    SAFE_GLOBALS: list[type[Any]]
+
 __version__ = "0.1.0"
 
-__all__ = ["LSTM", "LSTMCell", "Trace", "__version__", "load"]
+__all__ = ["LSTM", "LSTMCell", "SAFE_GLOBALS", "Trace", "__version__", "load"]
+
+# SAFE_GLOBALS: the classes to allow when loading a saved model that holds lstmkit modules,
+#     with torch.serialization.safe_globals([MyModel, nn.Embedding, ..., *lstmkit.SAFE_GLOBALS]):
+#         model = torch.load(path, weights_only=True)
+# ([lstmkit.LSTM, lstmkit.LSTMCell]: their saved state holds tensors and plain values only.)
 
 
 def __getattr__(name: str) -> Any:
@@ -24,6 +31,10 @@ def __getattr__(name: str) -> Any:
         from . import core
 
         return getattr(core, name)
+    if name == "SAFE_GLOBALS":
+        from .core import LSTM, LSTMCell
+
+        return [LSTM, LSTMCell]
     raise AttributeError(f"module 'lstmkit' has no attribute {name!r}")
 
 

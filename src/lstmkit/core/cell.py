@@ -18,7 +18,7 @@ from . import functional as Fn
 from .checks import check_dtype_device, check_features, check_flag, check_int, check_state_pair
 from .dispatch import Backend, check_backend
 from .trace import Trace
-from .variants import Variants, init_parameters, layer_weights, zoneout_masks
+from .variants import Variants, init_parameters, layer_weights, variants_of, zoneout_masks
 
 
 class LSTMCell(nn.Module):
@@ -29,6 +29,11 @@ class LSTMCell(nn.Module):
     defaults to zeros. ``cell(x, hx, return_gates=True)`` returns ``(h', c'), trace`` with a
     :class:`Trace` of (B, H) tensors. Parameters: ``weight_ih`` (4H, I), ``weight_hh`` (4H, H),
     ``bias_ih``, ``bias_hh`` (4H), plus ``weight_peephole`` (3, H) and ``layer_norm_*`` as in LSTM.
+
+    ``forget_bias`` is an opt-in as in :class:`~lstmkit.LSTM`: by default (``None``) the cell has
+    torch.nn.LSTMCell's initialisation, so the same seed gives torch's parameters and random stream.
+    Saving and ``state_dict`` work as for :class:`~lstmkit.LSTM` (plain values in the saved state,
+    torch.nn.LSTMCell's keys).
     """
 
     def __init__(
@@ -65,9 +70,13 @@ class LSTMCell(nn.Module):
         check_backend(owner, backend, self._v.names())
         if backend == "fused":
             raise InputError(f"{owner}: there is no fused single-step cell; use LSTM.stream() or backend='auto'")
-        self.forget_bias = self._v.forget_bias
-        self.peephole, self.layer_norm, self.coupled = peephole, layer_norm, coupled
-        self.zoneout, self.weight_drop = zoneout, self._v.weight_drop
+        # the variant keywords as plain attributes: the saved state (the variants are rebuilt from them)
+        self.forget_bias: float | None = self._v.forget_bias
+        self.peephole: bool = peephole
+        self.layer_norm: bool = layer_norm
+        self.coupled: bool = coupled
+        self.zoneout: float | tuple[float, float] = self._v.zoneout
+        self.weight_drop: float = self._v.weight_drop
         self.requested_backend: str = backend
         self.backend: str | None = None
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
@@ -92,7 +101,19 @@ class LSTMCell(nn.Module):
 
     def reset_parameters(self) -> None:
         """torch.nn.LSTMCell's init, then the variants' (see :func:`lstmkit.core.variants.init_parameters`)."""
-        init_parameters(self, self.hidden_size, [""], self._v, bias=self.bias)
+        names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else [])
+        init_parameters(self, self.hidden_size, [""], self._v, bias=self.bias, torch_names=names)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Tensors and plain values only (see :meth:`lstmkit.LSTM.__getstate__`)."""
+        state = dict(super().__getstate__())
+        state.pop("_v", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "_v" not in state:
+            self._v = variants_of(self)
 
     @classmethod
     def from_torch(cls, module: nn.LSTMCell, **variants: Any) -> LSTMCell:
@@ -196,6 +217,8 @@ class LSTMCell(nn.Module):
         s = f"{self.input_size}, {self.hidden_size}"
         if not self.bias:
             s += ", bias=False"
+        if self.forget_bias is not None:
+            s += f", forget_bias={self.forget_bias}"
         for n in self._v.names():
             s += f", {n}={getattr(self, n)}"
         return s

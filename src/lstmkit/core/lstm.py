@@ -40,7 +40,7 @@ from .functional import LayerWeights
 from .paths import repack, run_fused_layer, run_stack, run_torch
 from .stream import Stream, check_batch_size, make_stream
 from .trace import Trace
-from .variants import Variants, init_parameters, is_variant_parameter, layer_weights
+from .variants import Variants, init_parameters, is_variant_parameter, layer_weights, variants_of
 
 S = TypeVar("S", Tensor, PackedSequence)  # the output has the input's kind
 State = tuple[Tensor, Tensor]
@@ -65,8 +65,11 @@ class LSTM(nn.Module):
 
     Variant keywords (see :mod:`lstmkit.core.functional` for each paper's equations):
 
-    * ``forget_bias`` (default 1.0 with a bias, Jozefowicz et al. 2015): the initial forget-gate
-      bias, put in ``bias_ih``'s forget rows (``bias_hh``'s are 0). Initialisation only.
+    * ``forget_bias`` (opt-in, Jozefowicz et al. 2015): the initial forget-gate bias, put in
+      ``bias_ih``'s forget rows (``bias_hh``'s are 0). Initialisation only. The default ``None`` keeps
+      torch's initialisation: under the same seed, ``lstmkit.LSTM(...)`` with torch's arguments has
+      torch.nn.LSTM's initial parameters, and draws the same random numbers doing so. (lstmkit's own
+      models set ``forget_bias=1.0``.)
     * ``peephole`` (Gers & Schmidhuber 2000): adds ``weight_peephole_l{k}`` (3, H), rows p_i, p_f, p_o.
     * ``layer_norm`` (Ba et al. 2016): adds ``layer_norm_{ih,hh,c}_{weight,bias}_l{k}``.
     * ``coupled``: f = 1 − i. The forget rows of the weights stay in the torch layout but are unused
@@ -81,6 +84,12 @@ class LSTM(nn.Module):
     that ran last (``"torch"``, ``"fused"``, ``"reference"``); ``backend=`` forces one.
     On CUDA, plain configurations run cuDNN through the torch path; variants and traces run the
     reference path (the fused kernels are CPU-only).
+
+    Saving: ``torch.save(model)`` / ``torch.load(path, weights_only=True)`` inside
+    ``torch.serialization.safe_globals([...your classes..., *lstmkit.SAFE_GLOBALS])``; the module's
+    state holds tensors and plain values only (the variants are rebuilt from the keyword attributes).
+    ``state_dict()`` has torch.nn.LSTM's keys (plus the variants' own parameters): the two load each
+    other's state dicts directly.
     """
 
     def __init__(
@@ -135,12 +144,13 @@ class LSTM(nn.Module):
             weight_drop=weight_drop,
         )
         check_backend(owner, backend, self._v.names())
-        self.forget_bias = self._v.forget_bias
-        self.peephole = peephole
-        self.layer_norm = layer_norm
-        self.coupled = coupled
-        self.zoneout = zoneout
-        self.weight_drop = self._v.weight_drop
+        # the variant keywords as plain attributes: the saved state (the variants are rebuilt from them)
+        self.forget_bias: float | None = self._v.forget_bias
+        self.peephole: bool = peephole
+        self.layer_norm: bool = layer_norm
+        self.coupled: bool = coupled
+        self.zoneout: float | tuple[float, float] = self._v.zoneout
+        self.weight_drop: float = self._v.weight_drop
         self.requested_backend: str = backend
         self.backend: str | None = None
         self._int8: int8_path.Int8Path | None = None  # set by use_int8()
@@ -191,7 +201,33 @@ class LSTM(nn.Module):
     def reset_parameters(self) -> None:
         """torch.nn.LSTM's init (U(−1/√H, 1/√H) for every weight and bias), then the variants':
         LN gains 1 and shifts 0, forget-gate bias ``forget_bias``, coupled forget rows 0."""
-        init_parameters(self, self.hidden_size, [s for _, _, s in self._suffixes()], self._v, bias=self.bias)
+        init_parameters(
+            self,
+            self.hidden_size,
+            [s for _, _, s in self._suffixes()],
+            self._v,
+            bias=self.bias,
+            torch_names=[n for names in self._names for n in names],
+        )
+
+    # ----------------------------------------------------------------- saving
+    def __getstate__(self) -> dict[str, Any]:
+        """Tensors and plain values only, so ``torch.load(weights_only=True)`` can read a saved model:
+        the variants are rebuilt from the keyword attributes and the int8 codes from the weights."""
+        state = dict(super().__getstate__())
+        state.pop("_v", None)
+        state["_int8"] = None
+        state["_int8_enabled"] = self._int8 is not None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        int8_on = bool(state.pop("_int8_enabled", False))
+        super().__setstate__(state)
+        if "_v" not in state:
+            self._v = variants_of(self)
+        if int8_on and self._int8 is None:
+            self._int8 = int8_path.Int8Path()  # the codes are made again from the weights on first use
 
     def flatten_parameters(self) -> None:
         """Kept for drop-in compatibility with torch.nn.LSTM; nothing to do."""
@@ -584,6 +620,8 @@ class LSTM(nn.Module):
             s += ", bidirectional=True"
         if self.proj_size:
             s += f", proj_size={self.proj_size}"
+        if self.forget_bias is not None:
+            s += f", forget_bias={self.forget_bias}"
         for n in self._v.names():
             s += f", {n}={getattr(self, n)}"
         if self.requested_backend != "auto":

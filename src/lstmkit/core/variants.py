@@ -4,7 +4,8 @@ layer and the cell need from them (initialisation, the weights of one layer, zon
 Each variant is an option of the same step (see :mod:`lstmkit.core.functional` for the equations),
 shared by :class:`~lstmkit.LSTM` and :class:`~lstmkit.LSTMCell`:
 
-* ``forget_bias`` (Jozefowicz et al. 2015): the initial forget-gate bias. Initialisation only.
+* ``forget_bias`` (Jozefowicz et al. 2015): the initial forget-gate bias. Initialisation only, and an
+  opt-in: ``None`` (the default) keeps torch's initialisation, so the same seed gives torch's parameters.
 * ``peephole`` (Gers & Schmidhuber 2000), ``layer_norm`` (Ba et al. 2016), ``coupled`` (f = 1 − i):
   switches of the step (:class:`~lstmkit.core.functional.CellOptions`).
 * ``zoneout`` (Krueger et al. 2016): a rate, or a pair (z_c, z_h).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,11 +39,13 @@ CELL_SWITCHES = tuple(f.name for f in fields(CellOptions))
 class Variants:
     """The validated variant options of one LSTM or LSTMCell (read-only).
 
-    ``forget_bias`` is the value the initialisation used (torch's own init when it was None: 1.0
-    with a bias, else 0.0); ``zoneout_c`` / ``zoneout_h`` are the two rates of ``zoneout``.
+    ``forget_bias`` is the value the initialisation put in the forget-gate bias, or None when it kept
+    torch's own init (uniform like every other bias); ``zoneout_c`` / ``zoneout_h`` are the two rates
+    of ``zoneout``. A module keeps only its plain keyword attributes in its saved state and rebuilds
+    this from them (:func:`variants_of`), so ``torch.load(weights_only=True)`` needs no helper class.
     """
 
-    forget_bias: float
+    forget_bias: float | None
     opts: CellOptions
     zoneout_c: float
     zoneout_h: float
@@ -76,7 +80,7 @@ class Variants:
                     f"{owner}: forget_bias={forget_bias} has no effect with coupled=True (f = 1 - i has no "
                     "forget bias); drop one of them"
                 )
-        fb = float(forget_bias) if forget_bias is not None else (1.0 if bias and not coupled else 0.0)
+        fb = float(forget_bias) if forget_bias is not None else None
         for name, flag in (("peephole", peephole), ("layer_norm", layer_norm), ("coupled", coupled)):
             check_flag(owner, name, flag)
         if isinstance(zoneout, (tuple, list)):
@@ -93,6 +97,11 @@ class Variants:
             zoneout_h=zh,
             weight_drop=check_rate(owner, "weight_drop", weight_drop),
         )
+
+    @property
+    def zoneout(self) -> float | tuple[float, float]:
+        """``zoneout`` as a plain value: the rate, or the pair (z_c, z_h) when they differ."""
+        return self.zoneout_c if self.zoneout_c == self.zoneout_h else (self.zoneout_c, self.zoneout_h)
 
     @property
     def has_zoneout(self) -> bool:
@@ -119,25 +128,51 @@ class Variants:
         return not self.step_variant and not (training and self.weight_drop > 0)
 
 
-def init_parameters(module: nn.Module, hidden_size: int, suffixes: list[str], v: Variants, *, bias: bool) -> None:
-    """torch's uniform init U(−1/√H, 1/√H) of every parameter, then the variants' (LN gains 1 and
-    shifts 0, the forget-gate bias, coupled forget rows 0); shared by LSTM and LSTMCell."""
+def init_parameters(
+    module: nn.Module, hidden_size: int, suffixes: list[str], v: Variants, *, bias: bool, torch_names: list[str]
+) -> None:
+    """torch's uniform init U(−1/√H, 1/√H), then the variants' (LN gains 1 and shifts 0, the forget-gate
+    bias when one was asked for, coupled forget rows 0); shared by LSTM and LSTMCell.
+
+    The random numbers are drawn as torch.nn.LSTM / LSTMCell draw them: first the parameters torch
+    has, in torch's order (``torch_names``), then the peepholes; layer norm's are set, not drawn. So
+    under the same seed the parameters with torch's names equal torch's, and the random stream after
+    the constructor is the same as after torch's (for the plain cell, and layer norm / zoneout /
+    weight drop without ``forget_bias``; peepholes draw more)."""
     H = hidden_size
     std = 1.0 / math.sqrt(H)
     with torch.no_grad():
-        for p in module.parameters():
-            p.uniform_(-std, std)
+        for name in torch_names:
+            getattr(module, name).uniform_(-std, std)
+        if v.opts.peephole:
+            for sfx in suffixes:
+                getattr(module, f"weight_peephole{sfx}").uniform_(-std, std)
         for sfx in suffixes:
             if v.opts.layer_norm:
                 for part in ("ih", "hh", "c"):
                     getattr(module, f"layer_norm_{part}_weight{sfx}").fill_(1.0)
                     getattr(module, f"layer_norm_{part}_bias{sfx}").zero_()
-            if bias:
+            if bias and v.forget_bias is not None:
                 getattr(module, f"bias_ih{sfx}")[H : 2 * H].fill_(v.forget_bias)
                 getattr(module, f"bias_hh{sfx}")[H : 2 * H].zero_()
             if v.opts.coupled:
                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if bias else ("weight_ih", "weight_hh"):
                     getattr(module, f"{name}{sfx}")[H : 2 * H].zero_()
+
+
+def variants_of(module: Any) -> Variants:
+    """The validated variants of an LSTM or LSTMCell, from its plain keyword attributes (``bias``,
+    ``forget_bias``, ``peephole``, ``layer_norm``, ``coupled``, ``zoneout``, ``weight_drop``)."""
+    return Variants.parse(
+        type(module).__name__,
+        bias=module.bias,
+        forget_bias=module.forget_bias,
+        peephole=module.peephole,
+        layer_norm=module.layer_norm,
+        coupled=module.coupled,
+        zoneout=module.zoneout,
+        weight_drop=module.weight_drop,
+    )
 
 
 def is_variant_parameter(name: str) -> bool:
@@ -195,5 +230,6 @@ __all__ = [
     "init_parameters",
     "is_variant_parameter",
     "layer_weights",
+    "variants_of",
     "zoneout_masks",
 ]
