@@ -8,7 +8,10 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test lint typecheck pytest bench clean
 
+# Set-up also builds the fused kernels (about a minute, once per sources and torch version), so that
+# no later command waits for the compiler; with a build in the cache it only checks (seconds).
 setup: $(STAMP)
+	$(PY) -m lstmkit.kernels build || echo "(lstmkit runs without its fused kernels here)"
 
 $(STAMP): pyproject.toml Makefile
 	@command -v chromium >/dev/null 2>&1 || { \

@@ -1,7 +1,8 @@
 """Fused compiled CPU kernels of the LSTM layer, and the streaming step.
 
-The core calls this package through these names (nothing is compiled at import; the first call of
-:func:`available` builds the extension, ~1 min, then it is cached under ``~/.cache/lstmkit``):
+The core calls this package through these names (nothing is compiled at import; ``make setup`` builds
+the extension in advance with ``python -m lstmkit.kernels build``, else the first call of
+:func:`available` builds it, ~1 min, with a line saying why; it is cached under ``~/.cache/lstmkit``):
 
     available() / unavailable_reason()    can the kernels run here, and if not, why (they cover every
                                           configuration in float32 and float64 on CPU)

@@ -1,10 +1,16 @@
 """Build and cache of the compiled fused kernels (one torch C++ extension).
 
-The extension is compiled on first use with ``torch.utils.cpp_extension.load`` into a build folder
-named by a hash of everything that changes the binary: the sources, the flags, the torch and Python
-versions and the CPU's feature flags (the build uses ``-march=native``, so a binary is only reused
-on the kind of CPU that built it). Two processes that build at once share torch's file lock on that
-folder. Nothing is built at import time of lstmkit.
+Set-up builds them (``make setup`` runs ``python -m lstmkit.kernels build``), so that no user
+command waits for the compiler. A build folder is named by a hash of everything that changes the
+binary: the sources, the flags, the torch and Python versions and the CPU's feature flags (the
+build uses ``-march=native``, so a binary is only reused on the kind of CPU that built it). The
+folder holds its own copy of the sources (``src/``) and is built from there, so its ninja file names
+only paths inside the folder: two installs of lstmkit (two clones, two virtual environments with the
+same torch) that share the cache share one build and never make each other rebuild. A finished
+build writes ``build.json``; a folder with it and the module is loaded directly, without running
+the build tool. When a build does happen, one line on stderr says why (no cached build for these
+sources, this torch, ...) and how long it took. Two processes that build at once share torch's file
+lock on the folder. Nothing is built at import time of lstmkit.
 
 Environment:
     LSTMKIT_NO_KERNELS=1        pretend no compiler exists (the kernels report unavailable)
@@ -19,14 +25,19 @@ Environment:
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
 import os
 import platform
 import shutil
 import sys
 import tempfile
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import torch
 
@@ -37,6 +48,10 @@ _FLAG_SETS: tuple[tuple[str, ...], ...] = (
     # a compiler that knows neither -march=native nor OpenMP still gets a working (slower) kernel
     ("-O3",),
 )
+# The layout of a build folder (part of the key): 2 = sources copied into src/, build.json when done.
+_LAYOUT = "2"
+_PREFIX = "lstmkit_fused"
+_INFO = "build.json"
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -44,19 +59,34 @@ _error: str | None = None
 _tried = False
 
 
+@dataclass
+class BuildReport:
+    """What the last :func:`build_extension` call did: ``built`` False when it loaded a cached build."""
+
+    name: str
+    folder: Path
+    built: bool
+    why: str = ""
+    seconds: float = 0.0
+
+
+last_build: BuildReport | None = None
+
+
 def _src_dir() -> Path:
     return Path(__file__).resolve().parent
 
 
-def _sources() -> list[Path]:
-    """The translation units of the extension: every .cpp file of this folder."""
-    return sorted(_src_dir().glob("*.cpp"))
+def _sources(src_dir: Path | None = None) -> list[Path]:
+    """The translation units of the extension: every .cpp file of the folder."""
+    return sorted((src_dir or _src_dir()).glob("*.cpp"))
 
 
-def _hashed_files() -> list[Path]:
-    """Everything the binary is built from (every .cpp and .h of this folder): the build key covers
+def _hashed_files(src_dir: Path | None = None) -> list[Path]:
+    """Everything the binary is built from (every .cpp and .h of the folder): the build key covers
     them all, so a change to any source or header builds anew."""
-    return sorted([*_src_dir().glob("*.cpp"), *_src_dir().glob("*.h")])
+    d = src_dir or _src_dir()
+    return sorted([*d.glob("*.cpp"), *d.glob("*.h")])
 
 
 def _cpu_signature() -> str:
@@ -80,7 +110,7 @@ def cache_root() -> Path:
 
 
 def _build_dir(key: str) -> Path:
-    """The build folder of one source hash; a temporary folder if the cache is not writable."""
+    """The build folder of one key; a temporary folder if the cache is not writable."""
     d = cache_root() / key
     try:
         d.mkdir(parents=True, exist_ok=True)
@@ -91,16 +121,146 @@ def _build_dir(key: str) -> Path:
         return d
 
 
-def build_key(flags: tuple[str, ...]) -> str:
+def _facts(flags: tuple[str, ...], src_dir: Path | None = None) -> dict[str, str]:
+    """What a build depends on, one entry each (hashed into the key; compared to say why a build runs)."""
     h = hashlib.sha256()
-    for path in _hashed_files():
+    for path in _hashed_files(src_dir):
         h.update(path.name.encode())
         h.update(path.read_bytes())
-    h.update(" ".join(flags).encode())
-    h.update(torch.__version__.encode())
-    h.update(sys.version.encode())
-    h.update(_cpu_signature().encode())
+    return {
+        "sources": h.hexdigest()[:16],
+        "flags": " ".join(flags),
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "python_build": sys.version,
+        "cpu": hashlib.sha256(_cpu_signature().encode()).hexdigest()[:16],
+        "layout": _LAYOUT,
+    }
+
+
+def build_key(flags: tuple[str, ...], src_dir: Path | None = None) -> str:
+    h = hashlib.sha256(json.dumps(_facts(flags, src_dir), sort_keys=True).encode())
     return h.hexdigest()[:16]
+
+
+_WHAT = {
+    "sources": "these kernel sources",
+    "torch": "torch {torch}",
+    "python": "Python {python}",
+    "python_build": "this Python build",
+    "cpu": "this CPU",
+    "flags": "the flags {flags}",
+}
+
+
+def why_build(facts: dict[str, str], root: Path, prefix: str) -> str:
+    """Why a build is needed, in words: the facts that differ from the closest earlier build of
+    ``prefix`` in the cache ``root`` (e.g. ``no cached build for torch 2.13.0``)."""
+    best: tuple[int, float, list[str]] | None = None
+    for info in root.glob(f"*/{_INFO}"):
+        try:
+            old = json.loads(info.read_text(encoding="utf-8"))
+            if old.get("prefix") != prefix or not isinstance(old.get("facts"), dict):
+                continue
+            built = float(old.get("built", 0.0))
+        except (OSError, ValueError, TypeError):
+            continue
+        diff = [k for k in _WHAT if old["facts"].get(k) != facts.get(k)]
+        if "python" in diff and "python_build" in diff:
+            diff.remove("python_build")
+        cand = (len(diff), -built, diff)
+        if diff and (best is None or cand[:2] < best[:2]):
+            best = cand
+    if best is None:
+        return f"no cached build yet in {root}"
+    return "no cached build for " + " and ".join(_WHAT[k].format(**facts) for k in best[2])
+
+
+def _copy_sources(src_dir: Path, dest: Path, files: list[Path]) -> None:
+    """Copy ``files`` into ``dest``, leaving a file that is already there with the same bytes
+    untouched (its time stamp is what the build tool compares); each write is atomic."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        data = path.read_bytes()
+        target = dest / path.name
+        try:
+            if target.read_bytes() == data:
+                continue
+        except OSError:
+            pass
+        fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{path.name}.tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+
+
+def _import(name: str, path: Path) -> ModuleType:
+    """Load the built module ``name`` from ``path`` (as torch.utils.cpp_extension.load does)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the built module {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_info(folder: Path, info: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{_INFO}.tmp-")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=1)
+    os.replace(tmp, folder / _INFO)
+
+
+def build_extension(
+    src_dir: Path,
+    prefix: str,
+    flags: tuple[str, ...],
+    ldflags: tuple[str, ...] = (),
+    *,
+    verbose: bool = False,
+    label: str = "the lstmkit fused kernels",
+) -> ModuleType:
+    """The extension built from every .cpp (and .h) of ``src_dir``, from the cache when it holds a
+    finished build for the same key; otherwise built (in the cache folder, from a copy of the sources)
+    with one line on stderr saying why and how long it took. Sets :data:`last_build`."""
+    global last_build
+    from torch.utils import cpp_extension
+
+    facts = _facts(flags, src_dir)
+    key = build_key(flags, src_dir)
+    folder = _build_dir(key)
+    name = f"{prefix}_{key}"
+    so = folder / f"{name}.so"
+    if so.exists() and (folder / _INFO).exists():
+        module = _import(name, so)
+        last_build = BuildReport(name, folder, built=False)
+        return module
+    why = why_build(facts, folder.parent, prefix)
+    start = f"lstmkit: building {label} ({why}; about 1-2 min)..."
+    print(start, end="\n" if verbose else "", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    try:
+        files = _hashed_files(src_dir)
+        _copy_sources(src_dir, folder / "src", files)
+        local = folder / "src"
+        module = cpp_extension.load(
+            name=name,
+            sources=[str(local / p.name) for p in files if p.suffix == ".cpp"],
+            extra_cflags=list(flags),
+            extra_ldflags=list(ldflags),
+            extra_include_paths=[str(local)],
+            build_directory=str(folder),
+            verbose=verbose,
+        )
+    except BaseException:
+        print(" failed", file=sys.stderr, flush=True)
+        raise
+    seconds = time.perf_counter() - t0
+    _write_info(folder, {"prefix": prefix, "name": name, "facts": facts, "built": time.time(), "seconds": seconds,
+                         "built_from": str(src_dir)})  # fmt: skip
+    print(f"{'' if verbose else ' '}done in {seconds:.0f} s ({folder})", file=sys.stderr, flush=True)
+    last_build = BuildReport(name, folder, built=True, why=why, seconds=seconds)
+    return module
 
 
 def _find_ninja() -> bool:
@@ -136,33 +296,17 @@ def _simd_flags() -> tuple[str, ...]:
 
 
 def _build() -> ModuleType:
-    from torch.utils import cpp_extension
-
     if _compiler() is None:
         raise RuntimeError("no C++ compiler found (install g++ or set CXX)")
     if not _find_ninja():
         raise RuntimeError("the ninja build tool is missing (pip install ninja)")
     verbose = os.environ.get("LSTMKIT_KERNEL_VERBOSE", "") not in ("", "0")
-    sources = [str(p) for p in _sources()]
     last: Exception | None = None
     for flags in _FLAG_SETS:
         flags = flags + _simd_flags()
-        key = build_key(flags)
-        build_dir = _build_dir(key)
-        name = f"lstmkit_fused_{key}"
-        if not any(build_dir.glob(f"{name}*.so")):
-            print("building lstmkit fused kernels (first use, ~1 min)…", file=sys.stderr, flush=True)
-        ldflags = ["-fopenmp"] if "-fopenmp" in flags else []
+        ldflags = ("-fopenmp",) if "-fopenmp" in flags else ()
         try:
-            return cpp_extension.load(
-                name=name,
-                sources=sources,
-                extra_cflags=list(flags),
-                extra_ldflags=ldflags,
-                extra_include_paths=[str(_src_dir())],
-                build_directory=str(build_dir),
-                verbose=verbose,
-            )
+            return build_extension(_src_dir(), _PREFIX, flags, ldflags, verbose=verbose)
         except Exception as e:  # compiler error, missing headers, ...
             last = e
             # Retry with plain flags only when the flags themselves were refused.
