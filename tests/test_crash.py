@@ -88,10 +88,11 @@ def test_sigkill_at_random_moments_and_inside_writes(tmp_path):
             p.wait()
         else:
             p.wait(timeout=600)
+        err = p.stderr.read().decode() if p.stderr else ""
         if p.returncode == -signal.SIGKILL:
             kills += 1
-        elif p.returncode != 0:
-            raise AssertionError(p.stderr.read().decode() if p.stderr else p.returncode)
+        elif p.returncode != 0 and not (p.returncode == 2 and "is finished" in err):  # a fast machine finished
+            raise AssertionError(err or p.returncode)
         if (run / "train_state.json").exists():
             first = False
         else:
@@ -104,7 +105,7 @@ def test_sigkill_at_random_moments_and_inside_writes(tmp_path):
         time.sleep(0.05)
     # finish
     r = subprocess.run(_cmd(run, not first), env=ENV, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 0 or (r.returncode == 2 and "is finished" in r.stderr), r.stderr
     assert kills >= 10, f"only {kills} of the planned kills landed"
     a, b = _final_weights(ref), _final_weights(run)
     assert a.keys() == b.keys()

@@ -8,6 +8,7 @@ missing or unreadable file (one line on stderr saying what and how to fix it; th
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import traceback
 from collections.abc import Sequence
@@ -118,17 +119,64 @@ def _parse_value(v: str) -> Any:
     return {"true": True, "false": False, "none": None}.get(v.lower(), v)
 
 
+# what --resume takes besides RUN (the run keeps everything else of its config)
+RESUME_OPTIONS = ("max_steps", "max_time", "quiet")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import resume, train
+    from .train.checkpoint import last_checkpoint_step
 
     if args.resume:
-        res = resume(args.resume, max_steps=args.max_steps, max_time=args.max_time, progress=not args.quiet)
+        _check_resume_options(args)
+        out = args.resume
+    elif args.task is None:
+        raise UsageError("train needs a TASK (adding, copy, temporal-order, reber, mystery, text, csv) or --resume RUN")
     else:
         cfg = _train_config(args)
         out = args.out or f"runs/{args.task}"
-        res = train(cfg, out, progress=not args.quiet, force=args.force)
+    try:
+        if args.resume:
+            res = resume(
+                args.resume, max_steps=args.max_steps, max_time=args.max_time, task=args.task, progress=not args.quiet
+            )
+        else:
+            res = train(cfg, out, progress=not args.quiet, force=args.force)
+    except KeyboardInterrupt:
+        from pathlib import Path
+
+        step = last_checkpoint_step(Path(out))
+        # a new run's budget is in its config.json; a budget given to --resume is not saved: repeat it
+        given = ("max_steps", "max_time") if args.resume else ()
+        budget = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k in given if getattr(args, k) is not None]
+        if step:
+            again = " ".join(["lstmkit train --resume", shlex.quote(str(out)), *budget])
+            print(f"\ninterrupted: the checkpoint of step {step} is kept in {out}; continue with:\n  {again}",
+                  file=sys.stderr)  # fmt: skip
+        else:
+            again = shlex.join(["lstmkit", *args.argv])
+            print(f"\ninterrupted before the first checkpoint (nothing to resume); start again with:\n  {again}",
+                  file=sys.stderr)  # fmt: skip
+        return 130
     print(_result_text(res))
     return 0
+
+
+def _check_resume_options(args: argparse.Namespace) -> None:
+    """--resume continues a run with its own config: any option that would change it is an error."""
+    from .core.variants import VARIANTS as VARIANT_FLAGS
+
+    given = [
+        k
+        for k in (*TRAIN_FLAGS, *TASK_FLAGS, *VARIANT_FLAGS, "out", "force", "task_param", "target_metric")
+        if k not in RESUME_OPTIONS and getattr(args, k, None) not in (None, False)
+    ]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise UsageError(
+            f"{flag} does not apply with --resume (the run keeps its config); with --resume give only "
+            "--max-steps, --max-time (the new budget, counting the whole run) or --quiet"
+        )
 
 
 def _result_text(res: Any) -> str:
@@ -136,8 +184,9 @@ def _result_text(res: Any) -> str:
         return ", ".join(f"{k} {v:.4g}" for k, v in d.items())
 
     return (
-        f"run folder: {res.run_dir}\nsteps: {res.steps} (best at {res.best_step}; stopped: {res.stopped_because}; "
-        f"{res.elapsed:.0f} s)\nvalidation: {fmt(res.val)}\ntest: {fmt(res.test)}\nbaseline: {fmt(res.baseline)}"
+        f"run folder: {res.run_dir}\nsteps: {res.steps} (best at {res.best_step}; {res.elapsed:.0f} s of training)\n"
+        f"validation: {fmt(res.val)}\ntest: {fmt(res.test)}\nbaseline: {fmt(res.baseline)}\n"
+        f"{res.stopped_text or 'stopped: ' + res.stopped_because}"
     )
 
 
@@ -257,7 +306,12 @@ def _add_train_options(p: argparse.ArgumentParser, task: str | None = None) -> N
     g = p.add_argument_group("run")
     g.add_argument("--out", help="run folder to create (default runs/TASK): new, empty or a run")
     g.add_argument("--force", action="store_true", help="write into --out even if it holds other files")
-    g.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (its config is used)")
+    g.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue RUN from its last checkpoint with its own config (no TASK needed); "
+        "--max-steps / --max-time give it a new budget, counting the whole run",
+    )
     g.add_argument("--seed", type=int, help="seed for weights, data and training order (default 0)")
     g.add_argument("--quiet", action="store_true", help="no progress output")
     g = p.add_argument_group("model")
@@ -282,8 +336,10 @@ def _add_train_options(p: argparse.ArgumentParser, task: str | None = None) -> N
     g.add_argument("--clip", type=float, help="gradient-norm clip (default 1)")
     g.add_argument("--schedule", choices=("constant", "cosine"), help="learning-rate schedule")
     g.add_argument("--warmup", type=int, help="linear warm-up steps")
-    g.add_argument("--max-steps", type=int, help="training steps (default 2000)")
-    g.add_argument("--max-time", type=float, help="training time budget in seconds")
+    g.add_argument(
+        "--max-steps", type=int, help="step budget; with --max-time too, whichever ends first (default 2000 if neither)"
+    )
+    g.add_argument("--max-time", type=float, help="time budget in seconds of training; alone, no step limit")
     g.add_argument("--eval-every", type=int, help="steps between validations and checkpoints (default 100)")
     g.add_argument("--patience", type=int, help="stop after this many validations without improvement (0 = never)")
     g.add_argument("--target-metric", type=float, help="stop once the validation main metric reaches this value")
@@ -442,7 +498,7 @@ def build_parser(argv: Sequence[str] | None = ()) -> argparse.ArgumentParser:
             else "Each task has its own defaults; lstmkit train TASK --help shows them."
         ),
     )
-    t.add_argument("task", metavar="TASK", help="adding, copy, temporal-order, reber, mystery, text, csv")
+    t.add_argument("task", metavar="TASK", nargs="?", help="adding, copy, temporal-order, reber, mystery, text, csv")
     _add_train_options(t, task)
     t.set_defaults(func=_cmd_train)
 
@@ -543,6 +599,7 @@ def _one_line(e: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as typed (for a message to rerun it)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

@@ -9,7 +9,17 @@
 """
 
 from .config import TrainConfig
-from .loop import TrainingStopped, TrainResult, resume, train
+from .loop import RunFinished, TrainingStopped, TrainResult, resume, train
 from .runfolder import Run, RunError, load_run
 
-__all__ = ["Run", "RunError", "TrainConfig", "TrainResult", "TrainingStopped", "load_run", "resume", "train"]
+__all__ = [
+    "Run",
+    "RunError",
+    "RunFinished",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingStopped",
+    "load_run",
+    "resume",
+    "train",
+]

@@ -11,7 +11,9 @@ from ..data import Task
 from ..errors import InputError
 from ..models import ModelConfig
 
-__all__ = ["TASK_DEFAULTS", "TrainConfig", "model_config_for", "train_defaults"]
+__all__ = ["DEFAULT_STEPS", "TASK_DEFAULTS", "TrainConfig", "model_config_for", "train_defaults"]
+
+DEFAULT_STEPS = 2000  # the step budget of a run given neither max_steps nor max_time
 
 
 # What `lstmkit train TASK` uses where a flag is not given (TrainConfig.for_task): for each task, the
@@ -64,7 +66,9 @@ class TrainConfig:
     clip: float = 1.0
     schedule: Literal["constant", "cosine"] = "constant"
     warmup: int = 0
-    max_steps: int = 2000
+    # The budget: training stops at whichever given budget ends first. Give either or both; with
+    # neither, max_steps is DEFAULT_STEPS. A time budget given alone has no step limit.
+    max_steps: int | None = None
     max_time: float | None = None  # seconds of training (this run and earlier resumed parts together)
     # evaluation and checkpoints
     eval_every: int = 100
@@ -75,6 +79,9 @@ class TrainConfig:
     log_every: int = 50
 
     def __post_init__(self) -> None:
+        if self.max_steps is None and self.max_time is None:
+            self.max_steps = DEFAULT_STEPS
+
         def positive(name: str) -> None:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -85,7 +92,6 @@ class TrainConfig:
             "num_layers",
             "embedding_size",
             "batch_size",
-            "max_steps",
             "eval_every",
             "eval_batch_size",
             "log_every",
@@ -97,10 +103,14 @@ class TrainConfig:
                 raise InputError(f"train config: {n} must be a positive number, got {v!r}")
         if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
             raise InputError(f"train config: weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.max_steps is not None:
+            positive("max_steps")
         if self.max_time is not None and not (isinstance(self.max_time, (int, float)) and self.max_time > 0):
             raise InputError(f"train config: max_time must be a positive number of seconds, got {self.max_time!r}")
         if self.schedule not in ("constant", "cosine"):
             raise InputError(f"train config: schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if self.schedule == "cosine" and self.max_steps is None:
+            raise InputError("train config: the cosine schedule decays over max_steps: give a step budget too")
         if self.arch not in ("lstm", "gru", "rnn"):
             raise InputError(f"train config: arch must be lstm, gru or rnn, got {self.arch!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:

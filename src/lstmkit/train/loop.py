@@ -13,6 +13,7 @@ stopping state all live in the checkpoint).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -32,10 +33,10 @@ from . import runfolder
 from .checkpoint import last_checkpoint_step, load_checkpoint, restore_checkpoint, save_checkpoint
 from .config import TrainConfig, model_config_for
 from .evaluate import evaluate_model
-from .progress import Progress
+from .progress import Progress, fmt_time
 from .runfolder import RunError
 
-__all__ = ["TrainResult", "TrainingStopped", "resume", "train"]
+__all__ = ["RunFinished", "TrainResult", "TrainingStopped", "resume", "stop_text", "train"]
 
 
 class TrainingStopped(RuntimeError):
@@ -50,8 +51,9 @@ class TrainResult:
     val: dict[str, float]
     test: dict[str, float]
     baseline: dict[str, float]
-    stopped_because: str
+    stopped_because: str  # "max_steps", "max_time", "reached target ...", "no improvement in ..."
     elapsed: float
+    stopped_text: str = ""  # the same in words, with the budget: the last line the CLI prints
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -61,7 +63,7 @@ def _lr_lambda(cfg: TrainConfig) -> Any:
     def f(step: int) -> float:
         w = 1.0 if cfg.warmup <= 0 else min(1.0, (step + 1) / cfg.warmup)
         if cfg.schedule == "cosine":
-            progress = min(1.0, step / max(1, cfg.max_steps))
+            progress = min(1.0, step / max(1, cfg.max_steps or 1))  # cosine needs max_steps (TrainConfig)
             return w * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
         return w
 
@@ -76,6 +78,28 @@ def _better(a: float, b: float | None, higher: bool) -> bool:
 
 def _reached(value: float, target: float | None, higher: bool) -> bool:
     return target is not None and (value >= target if higher else value <= target)
+
+
+def _spent(cfg: TrainConfig, step: int, elapsed: float) -> str | None:
+    """The budget that is used up at ``step`` after ``elapsed`` training seconds, or None."""
+    if cfg.max_steps is not None and step >= cfg.max_steps:
+        return "max_steps"
+    if cfg.max_time is not None and elapsed >= cfg.max_time:
+        return "max_time"
+    return None
+
+
+def stop_text(stopped: str, steps: int, seconds: float, cfg: TrainConfig) -> str:
+    """Why a run stopped, in words, naming the budget or rule and its option."""
+    if stopped == "max_steps":
+        return f"stopped by the step budget (--max-steps {cfg.max_steps}) after {fmt_time(seconds)} of training"
+    if stopped == "max_time":
+        return f"stopped by the time budget (--max-time {cfg.max_time:g} s) after {steps} steps"
+    if stopped.startswith("reached target"):
+        return f"stopped early at step {steps}: {stopped} (--target-metric)"
+    if stopped.startswith("no improvement"):
+        return f"stopped early at step {steps}: {stopped} (--patience)"
+    return f"stopped: {stopped}"
 
 
 def _dist() -> tuple[int, int]:
@@ -173,7 +197,6 @@ def train(
     higher = task.higher_is_better
     metric = task.main_metric
     ckpt_every = cfg.checkpoint_every or cfg.eval_every
-    stopped = "max_steps"
     t_start = time.perf_counter()
     pending: list[dict[str, Any]] = []
     last_loss = float("nan")
@@ -186,9 +209,9 @@ def train(
             "elapsed": elapsed + time.perf_counter() - t_start,
         }
 
-    if step >= cfg.max_steps:
-        stopped = "already at max_steps"
-    while step < cfg.max_steps:
+    # a resumed run whose budget is used up (killed before its result was written) trains no step
+    stopped = _spent(cfg, step, elapsed)
+    while stopped is None:
         net.train()
         batch = task.train_batch(cfg.batch_size, rng)
         if world > 1:
@@ -220,13 +243,14 @@ def train(
                     "time": elapsed + time.perf_counter() - t_start,
                 }
             )
-        bar.update(step, loss=last_loss)
-        out_of_time = cfg.max_time is not None and elapsed + time.perf_counter() - t_start >= cfg.max_time
-        out_of_time = _flag_all(out_of_time, world)
-        do_eval = step % cfg.eval_every == 0 or step == cfg.max_steps or out_of_time
-        stop_now = out_of_time
-        if out_of_time:
-            stopped = "max_time"
+        now = elapsed + time.perf_counter() - t_start
+        bar.update(step, now, loss=last_loss)
+        out_of_time = _flag_all(cfg.max_time is not None and now >= cfg.max_time, world)
+        out_of_steps = cfg.max_steps is not None and step >= cfg.max_steps
+        do_eval = step % cfg.eval_every == 0 or out_of_steps or out_of_time
+        stop_now = out_of_steps or out_of_time
+        if stop_now:
+            stopped = "max_steps" if out_of_steps else "max_time"
         if do_eval:
             val = evaluate_model(model, task, "val", cfg.eval_batch_size)
             rec = {"step": step, "split": "val", **val, "time": elapsed + time.perf_counter() - t_start}
@@ -249,7 +273,8 @@ def train(
             save_checkpoint(run_dir, step, model, opt, sched, rng, extra_state())
         if stop_now:
             break
-    bar.close()
+    assert stopped is not None
+    bar.close(loss=last_loss)
     total = elapsed + time.perf_counter() - t_start
     if is_main:
         runfolder.append_metrics(run_dir, pending)
@@ -269,6 +294,7 @@ def train(
                 "test": test,
                 "baseline": task.baseline(),
                 "stopped_because": stopped,
+                "stopped_text": stop_text(stopped, step, total, cfg),
                 "train_seconds": total,
                 "world_size": world,
                 "per_process_batch": cfg.batch_size // world,
@@ -280,7 +306,13 @@ def train(
             plot_run(run_dir)
         except Exception as e:  # plots are a convenience; never lose a finished run over them
             say(f"(plots not written: {e})")
-    return TrainResult(run_dir, step, best_step, val, test, task.baseline(), stopped, total)
+    return TrainResult(
+        run_dir, step, best_step, val, test, task.baseline(), stopped, total, stop_text(stopped, step, total, cfg)
+    )
+
+
+class RunFinished(InputError):
+    """A finished run was resumed without a budget larger than what it already trained."""
 
 
 def resume(
@@ -288,15 +320,49 @@ def resume(
     *,
     max_steps: int | None = None,
     max_time: float | None = None,
+    task: str | None = None,
     progress: bool = True,
     log: Any = None,
 ) -> TrainResult:
-    """Continue the run folder ``run`` from its last checkpoint (optionally with a new step or time
-    budget) to the same result as an uninterrupted run."""
+    """Continue the run folder ``run`` from its last checkpoint to the same result as an
+    uninterrupted run.
+
+    A budget given here replaces the run's (``max_time`` alone: no step limit; both: whichever ends
+    first); each counts the whole run (steps, training seconds), earlier parts included. A finished
+    run, or a budget already used up, raises :class:`RunFinished` (nothing is trained). ``task``,
+    when given, must be the run's task."""
     run_dir = Path(run)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: not a run folder (no such directory)")
-    _, cfg = runfolder.read_config(run_dir, override={"max_steps": max_steps, "max_time": max_time})
+    _, cfg = runfolder.read_config(run_dir)
+    if task is not None and task != cfg.task:
+        raise InputError(
+            f"{run_dir} is a run of the task {cfg.task!r}, not {task!r}: "
+            f"leave TASK out (lstmkit train --resume {run_dir}) or start a new run with another --out"
+        )
     if not (run_dir / "train_state.json").exists():
         raise RunError(f"{run_dir}: has no checkpoint to resume from (train_state.json is missing)")
+    new_budget = max_steps is not None or max_time is not None
+    if new_budget:
+        cfg = dataclasses.replace(cfg, max_steps=max_steps, max_time=max_time)
+    state = runfolder.read_json(run_dir / "train_state.json", "the training state")
+    done, secs = int(state.get("step", 0)), float(state.get("elapsed", 0.0))
+    result = None
+    if (run_dir / "result.json").exists():
+        result = runfolder.read_json(run_dir / "result.json", "the run's result")
+    finished = isinstance(result, dict) and result.get("steps") == done
+    spent = _spent(cfg, done, secs)
+    more = f"--max-steps {2 * done}" if cfg.max_time is None else f"--max-time {max(60, round(2 * secs))}"
+    if spent and new_budget:
+        total = "--max-steps counts all its steps" if spent == "max_steps" else "--max-time counts all its seconds"
+        raise RunFinished(
+            f"{run_dir} has already trained {done} steps in {fmt_time(secs)}, so the budget given is used up "
+            f"({total}): give a larger one, e.g. lstmkit train --resume {run_dir} {more}"
+        )
+    if finished and not new_budget:
+        assert isinstance(result, dict)
+        why = result.get("stopped_text") or f"stopped: {result.get('stopped_because')}"
+        raise RunFinished(
+            f"{run_dir} is finished ({why}); to train on, give a larger budget: lstmkit train --resume {run_dir} {more}"
+        )
     return train(cfg, run_dir, resume=True, progress=progress, log=log)
