@@ -64,7 +64,8 @@ class LayerWeights:
 
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """LN over the last dimension (Ba et al. 2016), eps 1e-5, biased variance."""
-    return F.layer_norm(x, (x.shape[-1],), weight, bias, LN_EPS)
+    # the gain's size, x's last: a constant for the TorchScript exporter, where x's size is traced
+    return F.layer_norm(x, weight.shape, weight, bias, LN_EPS)
 
 
 def input_projection(x: Tensor, w: LayerWeights, opts: CellOptions) -> Tensor:

@@ -31,7 +31,7 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from .. import kernels
 from ..errors import InputError
-from . import dispatch
+from . import dispatch, graph
 from . import functional as Fn
 from . import int8 as int8_path
 from .checks import check_dtype_device, check_features, check_flag, check_int, check_rate, initial_state
@@ -513,6 +513,10 @@ class LSTM(nn.Module):
 
         h0, c0 = initial_state(owner, hx, (LD, batch, real_h), (LD, batch, H), unbatched, dtype, device)
         traced = bool(return_gates)
+        capture = None if packed else graph.capture_mode()
+        if capture is not None:  # torch.compile / torch.export / ONNX: a pure-PyTorch path (core/graph.py)
+            assert isinstance(input, Tensor)
+            return graph.lstm_forward(self, input, h0, c0, unbatched, traced, capture)
         path = self.choose_backend(data, traced, packed)
         self.backend = path
 

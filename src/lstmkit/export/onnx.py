@@ -1,6 +1,14 @@
-"""Export to ONNX with the standard ``LSTM`` operator (opset 14+), task head included.
+"""Export to ONNX, task head included: every variant, the standard ``LSTM`` operator where it applies.
 
-The graph (B and T are dynamic; L layers, D directions, H hidden units)::
+:func:`export_onnx` (and ``lstmkit export --format onnx``) writes the model by ``torch.onnx.export``
+(the dynamo exporter, opset 18), through the same path as any user's ``torch.onnx.export`` of a model
+holding an lstmkit LSTM (:mod:`lstmkit.core.graph`): the plain cell, peephole and coupled gates
+become one ONNX ``LSTM`` per layer (gate blocks reordered at that border), layer norm, zoneout's
+expectation and projections an ONNX ``Scan`` over the reference step. With int8 weights (``bits``,
+or a quantized run) the graph is built by hand (:func:`build_onnx`, then
+:mod:`lstmkit.export.onnx_int8`); that form takes the operator's variants only.
+Both graphs have the same inputs, outputs and metadata (B and T are dynamic; L layers, D directions,
+H hidden units)::
 
     x (B, T) int64 ids -> Gather(embedding)  |  x (B, T, I) float32
       -> Transpose to (T, B, ·) -> LSTM (layer 0) -> … -> LSTM (layer L-1)   one ONNX LSTM per layer
@@ -9,10 +17,11 @@ The graph (B and T are dynamic; L layers, D directions, H hidden units)::
     h0, c0 (L·D, B, H) inputs;  h_n, c_n (L·D, B, H) outputs  (torch's layout of the states)
 
 Gate order: lstmkit (and torch) stack the gate blocks as i, f, g, o; ONNX as i, o, f, c.
-:func:`to_onnx_gates` / :func:`from_onnx_gates` convert at this border (and only here); the peephole
+:func:`to_onnx_gates` / :func:`from_onnx_gates` convert at this border (torch_onnx's graph converts in
+:mod:`lstmkit.core.graph`); the peephole
 rows p_i, p_f, p_o become ONNX's P = [p_i, p_o, p_f]. ``coupled`` (f = 1 − i) is ONNX's
-``input_forget=1``. Layer norm, zoneout and a projection have no place in the operator: those models
-are refused with a one-line error (the NumPy runtime, ``--format runtime``, runs them).
+``input_forget=1``. Layer norm, zoneout and a projection have no place in the operator: build_onnx
+refuses them with a one-line error (torch_onnx writes them as a Scan).
 Sequences are taken whole (no ``sequence_lens``): the head reads the output at the last step, as
 :class:`~lstmkit.models.SequenceModel` does without lengths.
 """
@@ -66,8 +75,8 @@ def check_onnx_expressible(spec: ModelSpec) -> None:
     bad = [n for n in spec.variant_names() if n not in ("peephole", "coupled")]
     if bad:
         raise ExportError(
-            f"export: the ONNX LSTM operator cannot express {', '.join(bad)}; "
-            "export with --format runtime (the NumPy runtime runs every variant) or train without it"
+            f"export: the ONNX LSTM operator with int8 weights cannot express {', '.join(bad)}; "
+            "export float32 weights (no --bits) or with --format runtime (the NumPy runtime runs every variant)"
         )
 
 
@@ -232,16 +241,100 @@ def export_onnx(run_or_model: Any, path: str | Path, *, opset: int = OPSET, bits
     """
     from .onnx_int8 import onnx_bits, with_int8_weights
 
-    spec = model_spec(run_or_model)
-    model = build_onnx(spec, opset)
-    bits = onnx_bits(run_or_model, bits)
-    if bits is not None:
-        model = with_int8_weights(model, bits)
     path = Path(path)
     if path.is_dir():
         raise ExportError(f"export: {path} is a folder; give the .onnx file to write (e.g. {path / 'model.onnx'})")
+    bits = onnx_bits(run_or_model, bits)
+    if bits is not None:  # the int8 rewrite reads build_onnx's graph (plain, peephole, coupled)
+        model = with_int8_weights(build_onnx(model_spec(run_or_model), opset), bits)
+    else:
+        model = torch_onnx(run_or_model, opset)
     atomic.write_bytes(path, model.SerializeToString())
     return path
+
+
+def torch_onnx(run_or_model: Any, opset: int = OPSET) -> Any:
+    """The ONNX ModelProto of ``run_or_model`` by ``torch.onnx.export`` (the dynamo exporter): every
+    variant (see :mod:`lstmkit.core.graph`: the ONNX LSTM operator for the plain cell, peephole and
+    coupled gates, an ONNX Scan for layer norm, zoneout's expectation and projections), the model in
+    evaluation mode; inputs ``x``, ``h0``, ``c0``, outputs ``y``, ``h_n``, ``c_n``, batch and steps
+    dynamic, the metadata of :func:`build_onnx`."""
+    import json
+    import logging
+    import warnings
+
+    import onnx
+    import torch
+    from torch import nn
+
+    from .. import __version__
+    from ..core import LSTM
+    from ..models import SequenceModel
+    from .spec import resolve_model
+
+    if opset < 14:
+        raise ExportError(f"export: opset must be >= 14, got {opset}")
+    module, vocab, norm = resolve_model(run_or_model)
+    spec = model_spec(module)  # refuses what is not an LSTM model
+    if isinstance(module, nn.LSTM):
+        module = LSTM.from_torch(module)
+    sequence_model = isinstance(module, SequenceModel)
+
+    class StateIO(nn.Module):
+        """(x, h0, c0) -> (y, h_n, c_n): the exported signature."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = module
+
+        def forward(self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            if sequence_model:
+                y, (h, c) = self.model(x, state=(h0, c0), return_state=True)
+            else:
+                y, (h, c) = self.model(x, (h0, c0))
+            return y, h, c
+
+    B, T = 2, 3
+    dtype = next(module.parameters()).dtype
+    if spec.input_type == "tokens":
+        x = torch.zeros(B, T, dtype=torch.int64)
+    else:
+        x = torch.zeros((B, T, spec.core_input_size) if spec.batch_first else (T, B, spec.core_input_size), dtype=dtype)
+    LD, H = spec.num_layers * spec.directions, spec.hidden_size
+    h0 = torch.zeros(LD, B, spec.proj_size or H, dtype=dtype)
+    c0 = torch.zeros(LD, B, H, dtype=dtype)
+    x_dims = {0: "batch", 1: "steps"} if spec.batch_first else {0: "steps", 1: "batch"}
+    was_training = module.training
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    module.eval()
+    quiet.setLevel(logging.ERROR)  # the exporter's notes on optional torchvision ops
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its notes on the axes' names, deprecations inside torch
+            program = torch.onnx.export(
+                StateIO().eval(),
+                (x, h0, c0),
+                input_names=["x", "h0", "c0"],
+                output_names=["y", "h_n", "c_n"],
+                dynamic_shapes=(x_dims, {1: "batch"}, {1: "batch"}),
+                opset_version=max(opset, 18),
+                dynamo=True,
+                verbose=False,
+            )
+    finally:
+        module.train(was_training)
+        quiet.setLevel(level)
+    assert program is not None
+    model = program.model_proto
+    meta = {"lstmkit_version": __version__, "target": spec.target or "none", "input_type": spec.input_type}
+    if vocab is not None:
+        meta["vocab"] = json.dumps(vocab)
+    if norm is not None:
+        meta["normaliser"] = json.dumps(norm)
+    onnx.helper.set_model_props(model, meta)
+    onnx.checker.check_model(model)
+    return model
 
 
 __all__ = [
