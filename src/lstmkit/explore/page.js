@@ -773,10 +773,17 @@
     $("t1").max = String(T);
     $("t0").max = String(T - 1);
     buildText();
-    // Start on the cell state of the unit that varies most: usually the most telling.
-    const v = unitStats("c", 0).variance;
+    // Start on the cell state of the unit the report names first (D.start), else of the unit that
+    // varies most: usually the most telling.
     let best = 0;
-    for (let u = 1; u < v.length; u++) if (v[u] > v[best]) best = u;
+    if (D.start) {
+      state.layer = D.start.layer;
+      layerSel.value = String(D.start.layer);
+      best = D.start.unit;
+    } else {
+      const v = unitStats("c", 0).variance;
+      for (let u = 1; u < v.length; u++) if (v[u] > v[best]) best = u;
+    }
     state.unit = best;
     state.pinned = 0;
     $("unit").value = String(best);

@@ -222,10 +222,16 @@ def page_data(
             raise InputError(f"build_page: signal must have one value per step ({T}), got {sv.shape}")
         sig = {"name": str(signal_name), "values": _nums(sv, 5)}
 
+    start = None  # the unit the page opens on; None: the one whose cell state varies most
     if report is None:
         report_text = None
     elif isinstance(report, MysteryReport):
         report_text = report.summary()
+        # open on the unit the report names first (the best carrier, or the best candidate)
+        first = report.units[0] if report.units else int(np.argmax(report.eta2)) if report.eta2.size else None
+        row = report.layer or 0
+        if first is not None and 0 <= row < len(labels) and 0 <= first < H:
+            start = {"layer": int(row), "unit": int(first)}
     else:
         report_text = str(report)
 
@@ -250,6 +256,7 @@ def page_data(
         "next_probs": nexts,
         "signal": sig,
         "report": report_text,
+        "start": start,
     }
 
 

@@ -134,8 +134,9 @@ def write_pngs(
     ax.set_yticks(y, [f"{labels[k]} · {_NAMES[g].split(' (')[0]}" for g, k in rows])
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of steps")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3, frameon=False, fontsize=9)
-    ax.set_title("Gate saturation", fontsize=10, loc="left")
+    # the legend in a row of its own between the title and the bars: below the axis it met the label
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=3, frameon=False, fontsize=9, borderaxespad=0.3)
+    ax.set_title("Gate saturation", fontsize=10, loc="left", pad=22)
     fig.tight_layout()
     paths.append(_save(fig, out / "saturation.png", dpi))
 
@@ -171,9 +172,18 @@ def write_pngs(
     nrows = row + 1
     fs = 9.0
     charw = 0.602 * fs / 72  # DejaVu Sans Mono's advance, in inches: cells and glyphs line up
-    fig_h = nrows * 0.24 + 0.6
+    bar_h = 0.95  # inches at the bottom for the colour scale
+    fig_h = nrows * 0.24 + 0.6 + bar_h
     fig = Figure(figsize=(cols * charw / 0.96, fig_h))
-    ax = fig.add_axes((0.02, 0.02, 0.96, 1 - 0.45 / fig_h))
+    ax = fig.add_axes((0.02, (0.02 + bar_h) / fig_h, 0.96, 1 - (0.47 + bar_h) / fig_h))
+    # the colour scale: what a cell's colour means, in the quantity's units
+    from matplotlib.cm import ScalarMappable
+
+    cax = fig.add_axes((0.3, 0.5 / fig_h, 0.4, 0.12 / fig_h))
+    cb = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax, orientation="horizontal")
+    cb.ax.tick_params(labelsize=8)
+    what = _NAMES[quantity].split(" (")[0]
+    cb.set_label(f"unit {u}'s {what}" + (" (0 = shut, 1 = open)" if quantity in ("i", "f", "o") else ""), fontsize=8)
     for t, (r_, c_, w_, text) in enumerate(cells):
         rgba = cmap(norm(v[t]))
         ax.add_patch(Rectangle((c_, -r_ - 1), max(w_, 1), 0.92, color=rgba, linewidth=0))

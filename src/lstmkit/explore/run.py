@@ -152,7 +152,11 @@ def explore_run(
     if png:
         from .pngs import write_pngs
 
-        pngs = write_pngs(out_dir / "png", page_trace, tokens, layer_labels=labels)
+        unit = layer = None  # the report's first unit, as the page opens on it (else write_pngs picks)
+        if report is not None:
+            layer = report.layer or 0
+            unit = report.units[0] if report.units else int(report.eta2.argmax())
+        pngs = write_pngs(out_dir / "png", page_trace, tokens, layer_labels=labels, unit=unit, layer=layer or 0)
     return {
         "page": page,
         "pngs": pngs,
