@@ -218,7 +218,7 @@ def build_extension(
     ldflags: tuple[str, ...] = (),
     *,
     verbose: bool = False,
-    label: str = "the lstmkit fused kernels",
+    label: str = "the fused kernels",
 ) -> ModuleType:
     """The extension built from every .cpp (and .h) of ``src_dir``, from the cache when it holds a
     finished build for the same key; otherwise built (in the cache folder, from a copy of the sources)
