@@ -150,3 +150,25 @@ def test_interrupt_names_the_command_that_continues(tmp_path: Path) -> None:
     r = subprocess.run([*cli, *command.split()[1:], "--quiet"], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert _result(run)["steps"] == 150 and _state(run)["step"] == 150
+
+
+def test_interrupt_messages_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    """Before the first checkpoint the message repeats the command as typed; after a resume with a new
+    budget (not saved in the run) the command to continue repeats that budget."""
+    import lstmkit.train as train_pkg
+
+    def interrupted(*args: object, **kw: object) -> None:
+        raise KeyboardInterrupt
+
+    run = tmp_path / "my run"
+    assert _train(capsys, run, "--max-steps", "5", "--eval-every", "5")[0] == 0
+    monkeypatch.setattr(train_pkg, "train", interrupted)
+    monkeypatch.setattr(train_pkg, "resume", interrupted)
+    assert main(["train", "mystery", "--max-time", "30", "--out", str(tmp_path / "new")]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted before the first checkpoint (nothing to resume); start again with:\n" in err
+    assert err.rstrip().endswith(f"  lstmkit train mystery --max-time 30 --out {tmp_path / 'new'}")
+    assert main(["train", "--resume", str(run), "--max-steps", "50"]) == 130
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith(f"  lstmkit train --resume '{run}' --max-steps 50")  # quoted: a space in the path
+    assert "the checkpoint of step 5 is kept" in err
