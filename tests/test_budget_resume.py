@@ -68,7 +68,9 @@ def test_steps_alone_and_both(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     rc, out, _ = _train(capsys, tmp_path / "a", "--max-steps", "25")
     assert rc == 0 and _result(tmp_path / "a")["steps"] == 25
     assert json.loads((tmp_path / "a" / "config.json").read_text())["train"]["max_time"] is None
-    assert out.rstrip().splitlines()[-1].startswith("stopped by the step budget (--max-steps 25) after 0:")
+    assert re.fullmatch(
+        r"stopped by the step budget \(--max-steps 25\) after \d+\.\d s of training", out.rstrip().splitlines()[-1]
+    )
     # both: the steps end first
     rc, out, _ = _train(capsys, tmp_path / "b", "--max-steps", "15", "--max-time", "600")
     assert rc == 0 and _result(tmp_path / "b")["steps"] == 15

@@ -92,7 +92,8 @@ def _spent(cfg: TrainConfig, step: int, elapsed: float) -> str | None:
 def stop_text(stopped: str, steps: int, seconds: float, cfg: TrainConfig) -> str:
     """Why a run stopped, in words, naming the budget or rule and its option."""
     if stopped == "max_steps":
-        return f"stopped by the step budget (--max-steps {cfg.max_steps}) after {fmt_time(seconds)} of training"
+        took = f"{seconds:.1f} s" if seconds < 60 else fmt_time(seconds)
+        return f"stopped by the step budget (--max-steps {cfg.max_steps}) after {took} of training"
     if stopped == "max_time":
         return f"stopped by the time budget (--max-time {cfg.max_time:g} s) after {steps} steps"
     if stopped.startswith("reached target"):
