@@ -40,14 +40,23 @@ def perfect(task: ForecastTask):  # a model that knows the answer: the median is
 def test_windows_splits_and_targets_by_hand(tmp_path: Path) -> None:
     y = np.arange(40, dtype=float)  # a straight line: y_t = t
     task = make_task(
-        "csv", csv=write(tmp_path, monthly(y)), target="y", date="date", season=4, window=8, horizon=3, backtest=2
+        "csv",
+        csv=write(tmp_path, monthly(y)),
+        target="y",
+        date="date",
+        season=4,
+        window=8,
+        horizon=3,
+        backtest=2,
+        reference="seasonal-naive",
     )
     assert isinstance(task, ForecastTask)
-    # test origins: the last 2 (each forecasts 3 steps inside the data); validation: 1 origin whose
-    # targets end right before the first test target; training windows end before that
+    # test origins: the last 2 (each forecasts 3 steps inside the data); validation: 2 origins (40 // 15)
+    # spaced 2 apart (a tenth of the series over 2 origins), the last one's targets ending right before
+    # the first test target; training windows end before the first validation target
     assert task.origins("test")[0].tolist() == [36, 37]
-    assert task.origins("val")[0].tolist() == [33]
-    assert task._train_e.min() == 8 and task._train_e.max() == 30
+    assert task.origins("val")[0].tolist() == [31, 33]
+    assert task._train_e.min() == 8 and task._train_e.max() == 28
     b = task._windows(np.array([0]), np.array([20]))
     x = b.x[0].numpy()
     assert x.shape == (8 + 3, 3)
@@ -60,6 +69,29 @@ def test_windows_splits_and_targets_by_hand(tmp_path: Path) -> None:
     # the target is the correction of seasonal naive in window scale: y[t] - y[t-4] = 4
     np.testing.assert_allclose(b.y[0].numpy(), [4, 4, 4])
     np.testing.assert_allclose(b.meta["true"][0].numpy(), [20, 21, 22])
+
+
+def test_seasonal_mean_reference_by_hand(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    m, n, h = 4, 60, 6
+    y = 100 + np.arange(n) + 5 * np.tile([1.0, -2.0, 3.0, -2.0], n // m) + rng.normal(size=n)
+    task = make_task("csv", csv=write(tmp_path, monthly(y)), target="y", date="date", season=m, window=8, horizon=h)
+    origins = np.array([8, 11, 12, 20, 40])
+    got = task._reference(np.zeros(len(origins), dtype=np.int64), origins, h)
+    for row, e in zip(got, origins):
+        seasons = min(3, e // m)  # 2 seasons of history at e = 8 and 11, 3 from e = 12 on
+        level = y[e - m : e].mean()
+        for k in range(1, h + 1):
+            back = m * -(-k // m)  # the same phase, one season back
+            profile = [
+                y[e - 1 + k - back - (j - 1) * m] - y[e - j * m : e - (j - 1) * m].mean() for j in range(1, seasons + 1)
+            ]
+            assert row[k - 1] == pytest.approx(level + np.mean(profile), rel=1e-12)
+    # the model's future inputs (channel 2) are that reference, and its target the correction of it
+    b = task._windows(np.array([0]), np.array([20]))
+    loc, scale = b.meta["loc"].numpy()[0], b.meta["scale"].numpy()[0]
+    np.testing.assert_allclose(b.x[0, 8:, 2].numpy() * scale + loc, got[3], rtol=1e-5)
+    np.testing.assert_allclose(b.y[0].numpy() * scale, y[20 : 20 + h] - got[3], rtol=1e-4, atol=1e-4)
 
 
 def test_revin_and_mean_scaling(tmp_path: Path) -> None:
@@ -323,7 +355,8 @@ def test_evaluate_prints_the_backtest_table(fc_run: Path, capsys: pytest.Capture
     for word in ("mae ", "coverage", "seasonal_naive", "autoets", "shop0", "shop1", "overall"):
         assert word in out
     # the table's lstmkit MAE is the run's own test MAE
-    mae = float(out.splitlines()[0].split()[1])
+    assert out.splitlines()[0].startswith("split: test")
+    mae = float(next(line for line in out.splitlines() if line.startswith("mae ")).split()[1])
     row = next(line for line in out.splitlines() if line.startswith("overall") and "lstmkit" in line)
     assert float(row.split()[2]) == pytest.approx(mae, rel=1e-3)
 

@@ -45,6 +45,7 @@ TASK_FLAGS = {
     "step": "step",
     "quantiles": "quantiles",
     "scaling": "scaling",
+    "reference": "reference",
 }
 TRAIN_FLAGS = (
     "seed",
@@ -373,6 +374,12 @@ def _add_train_options(p: argparse.ArgumentParser, task: str | None = None) -> N
     g.add_argument("--step", type=int, help="csv: steps between backtest origins (default 1)")
     g.add_argument("--quantiles", help="csv: forecast quantiles, comma-separated (default 0.1,0.5,0.9)")
     g.add_argument("--scaling", choices=("last", "revin", "mean"), help="csv: per-window scaling (default last)")
+    g.add_argument(
+        "--reference",
+        choices=("seasonal-mean", "seasonal-naive"),
+        help="csv: the forecast the model corrects (default seasonal-mean: the last season's mean plus the "
+        "season's profile averaged over up to 3 seasons)",
+    )
     g.add_argument("--delimiter", help="csv: field delimiter (default ,)")
     g.add_argument("--task-param", action="append", metavar="KEY=VALUE", help="any other task parameter")
     _document_defaults(p, task)

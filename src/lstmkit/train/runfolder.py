@@ -270,6 +270,8 @@ class Run:
             cfg = dict(t["config"])
             name = cfg.pop("name", t["name"])
             seed = cfg.pop("seed", self.train_config.seed)
+            if name == "csv":  # forecasting runs made before the reference was an option corrected seasonal naive
+                cfg.setdefault("reference", "seasonal-naive")
             self._task = make_task(name, seed=seed, **cfg)
         return self._task
 
