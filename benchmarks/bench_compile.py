@@ -51,6 +51,7 @@ def median_times(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str,
 
 def case(name: str, variants: dict[str, bool], train: bool, rounds: int) -> tuple[float, str]:
     T, B, I, H = SHAPES[name]
+    torch._dynamo.reset()  # each case compiles afresh (dynamo's recompile limit counts per code object)
     torch.manual_seed(0)
     m = lstmkit.LSTM(I, H, **variants).train(train)
     compiled = torch.compile(m, fullgraph=True, dynamic=False)

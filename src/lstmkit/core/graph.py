@@ -238,10 +238,19 @@ def onnx_stack(m: Any, x: Tensor, h0: Tensor, c0: Tensor, legacy: bool) -> tuple
 
 
 def lstm_forward(
-    m: Any, input: Tensor, h0: Tensor, c0: Tensor, unbatched: bool, traced: bool, mode: str
+    m: Any,
+    input: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    unbatched: bool,
+    traced: bool,
+    mode: str,
+    *,
+    zero_state: bool = False,
 ) -> tuple[Tensor, tuple[Tensor, Tensor]] | tuple[Tensor, tuple[Tensor, Tensor], Trace]:
     """:meth:`lstmkit.LSTM.forward` under graph capture (``mode`` from :func:`capture_mode`); the
-    input and the state are checked, h0 / c0 are (L·D, B, ·) also for unbatched input."""
+    input and the state are checked, h0 / c0 are (L·D, B, ·) also for unbatched input, zeros when
+    ``zero_state`` (no state was given)."""
     x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if m.batch_first else input)
     plain = m.variants.plain_now(m.training) and not traced
     req = m.requested_backend
@@ -249,6 +258,10 @@ def lstm_forward(
     if mode == "compile":
         if req != "reference" and fused_runs(x) and not (req == "torch" and plain):
             m.backend, layer_fn = "fused", _op_layer()
+            if zero_state:  # made by an operator: an inductor kernel (OpenMP) just before the fused
+                # one made train-small inference 2.3x slower on 2 cores (benchmarks/bench_compile.py)
+                h0 = torch.ops.lstmkit.zeros(x.detach(), list(h0.shape))
+                c0 = torch.ops.lstmkit.zeros(x.detach(), list(c0.shape))
         elif plain and req != "reference":
             m.backend = "torch"
         else:

@@ -516,7 +516,7 @@ class LSTM(nn.Module):
         capture = None if packed else graph.capture_mode()
         if capture is not None:  # torch.compile / torch.export / ONNX: a pure-PyTorch path (core/graph.py)
             assert isinstance(input, Tensor)
-            return graph.lstm_forward(self, input, h0, c0, unbatched, traced, capture)
+            return graph.lstm_forward(self, input, h0, c0, unbatched, traced, capture, zero_state=hx is None)
         path = self.choose_backend(data, traced, packed)
         self.backend = path
 

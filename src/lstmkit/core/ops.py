@@ -173,6 +173,20 @@ def _backward(ctx: Any, dy: Tensor, dh: Tensor, dc: Tensor, *_: Any) -> tuple[An
 fused_layer.register_autograd(_backward, setup_context=_setup_context)
 
 
+@torch.library.custom_op("lstmkit::zeros", mutates_args=())
+def zeros(like: Tensor, shape: Sequence[int]) -> Tensor:
+    """Zeros of ``shape`` with like's dtype and device: the initial state under torch.compile. An
+    opaque operator that reads no tensor's values, so that inductor makes no OpenMP kernel of it
+    right before the fused layer's (measured: train-small inference on 2 threads, 2.3x slower
+    with that kernel before it)."""
+    return like.new_zeros(shape)
+
+
+@zeros.register_fake
+def _(like, shape):
+    return like.new_empty(shape)
+
+
 def run_op_layer(
     x: Tensor,
     h0: Tensor,
@@ -204,4 +218,4 @@ def run_op_layer(
     return y, h_t, c_t, ((gates, c_all) if trace else None)
 
 
-__all__ = ["fused_layer", "fused_layer_backward", "run_op_layer"]
+__all__ = ["fused_layer", "fused_layer_backward", "run_op_layer", "zeros"]
