@@ -93,14 +93,15 @@ def plan_lengths(
     """Season, horizon, window and backtest size for series of at least `n_min` points.
 
     Season: detected by autocorrelation (``seasonal_period``, helped by the dates' frequency `freq`)
-    when not given. Horizon: one season, or
-    8 steps without one, at most a fifth of the shortest series. Window: two seasons or two
-    horizons, whichever is longer, at least 8 steps, shrunk (never below one season) until each
-    series keeps at least ~4 training windows. Backtest: 12 origins, fewer for short series (a tenth
+    when not given. Horizon: one season, or 8 steps without one, at most a fifth of the shortest
+    series. Window: two seasons or two horizons, whichever is longer, at least 16 steps (on quarterly
+    series 16 beat 8), shrunk (never below one season) until each series keeps at least ~4 training
+    windows. Backtest: 12 origins, fewer for short series (a tenth
     of the shortest series, at least 1). Validation: as many origins as the backtest, fewer for
     short series (a fifteenth of the shortest series, at least 1), spaced so that they span up to a
-    tenth of the shortest series (at most one horizon apart): origins spread over a longer stretch
-    calibrate the intervals and pick the checkpoint better than a few neighbouring ones.
+    tenth of the shortest series: origins spread over a longer stretch (e.g. every time of day of
+    half-hourly data) calibrate the intervals and pick the checkpoint better than a few neighbouring
+    ones.
     """
     if season is None:
         season = seasonal_period(y_for_season, freq) if len(y_for_season) >= 8 else 1
@@ -110,10 +111,10 @@ def plan_lengths(
     if backtest is None:
         backtest = max(1, min(12, n_min // 10))
     val = max(1, min(backtest, n_min // 15))
-    val_step = max(1, min(horizon, n_min // (10 * val))) if val > 1 else 1
+    val_step = max(1, n_min // (10 * val)) if val > 1 else 1
     reserved = horizon + (backtest - 1) * step + horizon + (val - 1) * val_step  # test span + validation span
     if window is None:
-        window = max(2 * season, 2 * horizon, 8)
+        window = max(2 * season, 2 * horizon, 16)
         room = n_min - reserved - horizon - 3  # ~4 training windows at least
         window = max(min(window, room), season, 2)
     return Plan(
