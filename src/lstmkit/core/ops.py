@@ -95,8 +95,14 @@ def fused_layer(
             _graphs[key] = ([y, h_t, c_t], [t for k, t in enumerate(leaves) if needs >> k & 1])
         weakref.finalize(handle, _forget, key)
     gates, c_all = tr if tr is not None else (_empty(x), _empty(x))
-    # h_T and c_T may share the kernels' buffers with y: the graph wants distinct outputs
-    return _plain(y), h_t.detach().clone(), c_t.detach().clone(), _plain(gates), _plain(c_all), handle
+    outs = [_plain(y), _plain(h_t), _plain(c_t), _plain(gates), _plain(c_all)]
+    seen: set[int] = set()
+    for k, t in enumerate(outs):  # the graph wants outputs that share no memory (none did so far)
+        ptr = t.untyped_storage().data_ptr()
+        if t.numel() and ptr in seen:
+            outs[k] = t.clone()
+        seen.add(ptr)
+    return outs[0], outs[1], outs[2], outs[3], outs[4], handle
 
 
 def _plain(t: Tensor) -> Tensor:
