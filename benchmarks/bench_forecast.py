@@ -12,7 +12,7 @@ horizon, coverage in 70-90%, training time per series.
 ``--global`` also trains one model over 1,000 synthetic series of 200 points and compares its
 accuracy on a sample of them with separate models per series.
 
-    python benchmarks/bench_forecast.py [--only airpassengers,goog] [--global] [--quick]
+    python benchmarks/bench_forecast.py [--only airpassengers,goog] [--param scaling=revin] [--global] [--quick]
 """
 
 from __future__ import annotations
@@ -64,11 +64,13 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def run_case(name: str, h: int, work: Path, max_steps: int | None) -> dict[str, object]:
+def run_case(
+    name: str, h: int, work: Path, max_steps: int | None, extra: dict[str, str] | None = None
+) -> dict[str, object]:
     df = load_series(name)
     csv = work / f"{name}.csv"
     df.to_csv(csv, index=False)
-    params = {"csv": str(csv), "target": "y", "date": "date", "horizon": h, "backtest": 12}
+    params = {"csv": str(csv), "target": "y", "date": "date", "horizon": h, "backtest": 12, **(extra or {})}
     kw = {} if max_steps is None else {"max_steps": max_steps}
     cfg = TrainConfig.for_task("csv", task_params=params, **kw)  # what `lstmkit train csv` uses
     out = work / f"run-{name}-{h}"
@@ -140,13 +142,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help="comma-separated series names")
     ap.add_argument("--quick", action="store_true", help="200 training steps (a smoke run, not the defaults)")
+    ap.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="a csv task parameter (e.g. scaling=revin)"
+    )
     ap.add_argument("--global", dest="global_", action="store_true", help="the 1,000-series global model too")
     ap.add_argument("--global-only", action="store_true")
     ap.add_argument("--global-series", type=int, default=1000)
     ap.add_argument("--global-sample", type=int, default=10)
     ap.add_argument("--global-time", type=float, default=300.0)
     args = ap.parse_args()
-    print(f"machine: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"machine: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads {args.param or ''}")
     names = args.only.split(",") if args.only else list(SERIES)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -155,7 +160,8 @@ def main() -> None:
             for name in names:
                 season = SERIES[name][2]
                 for h in (1, season if season > 1 else 8):
-                    r = run_case(name, h, work, 200 if args.quick else None)
+                    extra = dict(kv.split("=", 1) for kv in args.param)
+                    r = run_case(name, h, work, 200 if args.quick else None, extra)
                     rows.append(r)
                     print(
                         f"{name:<14} h={h:<3} m={r['season']:<3} lstmkit {r['lstmkit']:<10.4g} "
