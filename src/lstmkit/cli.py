@@ -49,6 +49,7 @@ TASK_FLAGS = {
 }
 TRAIN_FLAGS = (
     "seed",
+    "stateful",
     "arch",
     "hidden_size",
     "num_layers",
@@ -60,6 +61,7 @@ TRAIN_FLAGS = (
     "lr",
     "weight_decay",
     "clip",
+    "clip_mode",
     "schedule",
     "warmup",
     "max_steps",
@@ -325,6 +327,13 @@ def _add_train_options(p: argparse.ArgumentParser, task: str | None = None) -> N
     g.add_argument("--proj-size", type=int, help="LSTM projection size")
     g = p.add_argument_group("LSTM variants")
     g.add_argument("--forget-bias", type=float, help="initial forget-gate bias (default 1)")
+    g.add_argument(
+        "--chrono-init",
+        type=float,
+        metavar="T_MAX",
+        help="chrono initialisation (Tallec & Ollivier 2018): forget-gate biases log U(1, T_MAX-1), input-gate "
+        "biases their negatives; replaces the forget-gate bias (default: off)",
+    )
     g.add_argument("--peephole", action="store_true", help="peephole connections (Gers & Schmidhuber 2000)")
     g.add_argument("--layer-norm", action="store_true", help="layer-normalised LSTM (Ba et al. 2016)")
     g.add_argument("--coupled", action="store_true", help="coupled input and forget gates, f = 1 - i")
@@ -334,7 +343,12 @@ def _add_train_options(p: argparse.ArgumentParser, task: str | None = None) -> N
     g.add_argument("--batch-size", type=int, help="sequences per step (default 32)")
     g.add_argument("--lr", type=float, help="AdamW learning rate (default 2e-3)")
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0.01)")
-    g.add_argument("--clip", type=float, help="gradient-norm clip (default 1)")
+    g.add_argument(
+        "--clip", type=float, help="gradient clip: the global norm, or each value with --clip-mode value (default 1)"
+    )
+    g.add_argument(
+        "--clip-mode", choices=("norm", "value"), help="clip the gradient's global norm or each of its values"
+    )
     g.add_argument("--schedule", choices=("constant", "cosine"), help="learning-rate schedule")
     g.add_argument("--warmup", type=int, help="linear warm-up steps")
     g.add_argument(
@@ -357,6 +371,14 @@ def _add_train_options(p: argparse.ArgumentParser, task: str | None = None) -> N
     g.add_argument("--n-train", type=int, help="reber: a fixed training set of this many strings")
     g.add_argument("--text-file", help="text: a UTF-8 text file (default: Shakespeare's plays)")
     g.add_argument("--seq-len", type=int, help="text: characters per training sequence")
+    g.add_argument(
+        "--stateful",
+        action="store_true",
+        default=None,
+        help="text: truncated BPTT: each batch row reads its own stretch of the training text in consecutive "
+        "windows, the state carried (detached) from one to the next; validation also reports the state "
+        "carried through the whole split (nats_carried)",
+    )
     g.add_argument("--csv", help="csv: the CSV file (long format: one row per series and date)")
     g.add_argument("--target", dest="target_column", help="csv: the column to forecast")
     g.add_argument("--date", help="csv: the date column (default: none, rows in time order)")
@@ -394,7 +416,7 @@ NONE_DEFAULTS = {
     "id": "none, one series",
     "features": "none",
     "future_features": "none",
-    "window": "from the detected season and the series' length: 2 seasons or 2 horizons, at least 8",
+    "window": "from the detected season and the series' length: 2 seasons or 2 horizons, at least 16",
     "horizon": "one detected season, or 8, at most a fifth of the shortest series",
     "season": "detected from the data",
     "backtest": "12 origins, fewer for short series",

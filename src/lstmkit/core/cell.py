@@ -32,6 +32,8 @@ class LSTMCell(nn.Module):
 
     ``forget_bias`` is an opt-in as in :class:`~lstmkit.LSTM`: by default (``None``) the cell has
     torch.nn.LSTMCell's initialisation, so the same seed gives torch's parameters and random stream.
+    ``chrono_init=T_max`` (Tallec & Ollivier 2018) is the chrono initialisation of the input and forget
+    biases, as in :class:`~lstmkit.LSTM`.
     Saving and ``state_dict`` work as for :class:`~lstmkit.LSTM` (plain values in the saved state,
     torch.nn.LSTMCell's keys).
     """
@@ -43,6 +45,7 @@ class LSTMCell(nn.Module):
         bias: bool = True,
         *,
         forget_bias: float | None = None,
+        chrono_init: float | None = None,
         peephole: bool = False,
         layer_norm: bool = False,
         coupled: bool = False,
@@ -61,6 +64,7 @@ class LSTMCell(nn.Module):
             owner,
             bias=bias,
             forget_bias=forget_bias,
+            chrono_init=chrono_init,
             peephole=peephole,
             layer_norm=layer_norm,
             coupled=coupled,
@@ -72,6 +76,7 @@ class LSTMCell(nn.Module):
             raise InputError(f"{owner}: there is no fused single-step cell; use LSTM.stream() or backend='auto'")
         # the variant keywords as plain attributes: the saved state (the variants are rebuilt from them)
         self.forget_bias: float | None = self._v.forget_bias
+        self.chrono_init: float | None = self._v.chrono_init
         self.peephole: bool = peephole
         self.layer_norm: bool = layer_norm
         self.coupled: bool = coupled
@@ -219,6 +224,8 @@ class LSTMCell(nn.Module):
             s += ", bias=False"
         if self.forget_bias is not None:
             s += f", forget_bias={self.forget_bias}"
+        if getattr(self, "chrono_init", None) is not None:
+            s += f", chrono_init={self.chrono_init:g}"
         for n in self._v.names():
             s += f", {n}={getattr(self, n)}"
         return s

@@ -70,6 +70,10 @@ class LSTM(nn.Module):
       torch's initialisation: under the same seed, ``lstmkit.LSTM(...)`` with torch's arguments has
       torch.nn.LSTM's initial parameters, and draws the same random numbers doing so. (lstmkit's own
       models set ``forget_bias=1.0``.)
+    * ``chrono_init`` (opt-in, Tallec & Ollivier 2018): T_max > 2, the longest lag expected. The
+      forget-gate biases are drawn b_f = log(u), u ~ U(1, T_max − 1), and the input-gate biases are
+      b_i = −b_f, in ``bias_ih``'s rows (``bias_hh``'s input and forget rows are 0), after torch's
+      init. Initialisation only; excludes ``forget_bias`` and ``coupled``.
     * ``peephole`` (Gers & Schmidhuber 2000): adds ``weight_peephole_l{k}`` (3, H), rows p_i, p_f, p_o.
     * ``layer_norm`` (Ba et al. 2016): adds ``layer_norm_{ih,hh,c}_{weight,bias}_l{k}``.
     * ``coupled``: f = 1 − i. The forget rows of the weights stay in the torch layout but are unused
@@ -104,6 +108,7 @@ class LSTM(nn.Module):
         proj_size: int = 0,
         *,
         forget_bias: float | None = None,
+        chrono_init: float | None = None,
         peephole: bool = False,
         layer_norm: bool = False,
         coupled: bool = False,
@@ -137,6 +142,7 @@ class LSTM(nn.Module):
             owner,
             bias=bias,
             forget_bias=forget_bias,
+            chrono_init=chrono_init,
             peephole=peephole,
             layer_norm=layer_norm,
             coupled=coupled,
@@ -146,6 +152,7 @@ class LSTM(nn.Module):
         check_backend(owner, backend, self._v.names())
         # the variant keywords as plain attributes: the saved state (the variants are rebuilt from them)
         self.forget_bias: float | None = self._v.forget_bias
+        self.chrono_init: float | None = self._v.chrono_init
         self.peephole: bool = peephole
         self.layer_norm: bool = layer_norm
         self.coupled: bool = coupled
@@ -626,6 +633,8 @@ class LSTM(nn.Module):
             s += f", proj_size={self.proj_size}"
         if self.forget_bias is not None:
             s += f", forget_bias={self.forget_bias}"
+        if getattr(self, "chrono_init", None) is not None:
+            s += f", chrono_init={self.chrono_init:g}"
         for n in self._v.names():
             s += f", {n}={getattr(self, n)}"
         if self.requested_backend != "auto":

@@ -6,6 +6,13 @@ shared by :class:`~lstmkit.LSTM` and :class:`~lstmkit.LSTMCell`:
 
 * ``forget_bias`` (Jozefowicz et al. 2015): the initial forget-gate bias. Initialisation only, and an
   opt-in: ``None`` (the default) keeps torch's initialisation, so the same seed gives torch's parameters.
+* ``chrono_init`` (Tallec & Ollivier 2018, "Can recurrent neural networks warp time?", ICLR): a
+  number T_max > 2, the longest time dependency expected. Initialisation only, and an opt-in: the
+  forget-gate biases are drawn b_f = log(u), u ~ U(1, T_max − 1), one per unit, and the input-gate
+  biases set to b_i = −b_f, so the units' forget times 1/(1 − σ(b_f)) ≈ u spread over [1, T_max − 1].
+  The values go in ``bias_ih``'s input and forget rows (gate order i, f, g, o, as torch's); the same
+  rows of ``bias_hh`` are set to 0, so b_ih + b_hh is the chrono value. The draws use torch's global
+  generator after torch's own init, so the same seed gives the same biases.
 * ``peephole`` (Gers & Schmidhuber 2000), ``layer_norm`` (Ba et al. 2016), ``coupled`` (f = 1 − i):
   switches of the step (:class:`~lstmkit.core.functional.CellOptions`).
 * ``zoneout`` (Krueger et al. 2016): a rate, or a pair (z_c, z_h).
@@ -30,7 +37,7 @@ from .functional import CellOptions, LayerWeights
 
 # The keywords of LSTM and LSTMCell that choose a variant, in this order everywhere (the command
 # line's flags, a model config's "variants", names in messages and reprs).
-VARIANTS = ("forget_bias", "peephole", "layer_norm", "coupled", "zoneout", "weight_drop")
+VARIANTS = ("forget_bias", "chrono_init", "peephole", "layer_norm", "coupled", "zoneout", "weight_drop")
 # The variants that are switches of the step: the fields of CellOptions.
 CELL_SWITCHES = tuple(f.name for f in fields(CellOptions))
 
@@ -50,6 +57,7 @@ class Variants:
     zoneout_c: float
     zoneout_h: float
     weight_drop: float
+    chrono_init: float | None = None
 
     @classmethod
     def parse(
@@ -63,6 +71,7 @@ class Variants:
         coupled: bool,
         zoneout: float | tuple[float, float],
         weight_drop: float,
+        chrono_init: float | None = None,
     ) -> Variants:
         """Check the keywords as a user gave them (``owner`` names the module in messages)."""
         if forget_bias is not None:
@@ -81,6 +90,26 @@ class Variants:
                     "forget bias); drop one of them"
                 )
         fb = float(forget_bias) if forget_bias is not None else None
+        if chrono_init is not None:
+            if isinstance(chrono_init, bool) or not isinstance(chrono_init, (int, float)):
+                raise TypeError(f"{owner}: chrono_init must be a number (T_max), got {chrono_init!r}")
+            if not (math.isfinite(chrono_init) and chrono_init > 2):
+                raise InputError(
+                    f"{owner}: chrono_init must be a finite T_max > 2 (biases log U(1, T_max - 1)), got {chrono_init}"
+                )
+            if not bias:
+                raise InputError(
+                    f"{owner}: chrono_init needs bias=True (there is no bias to initialise); set bias=True"
+                )
+            if coupled:
+                raise InputError(
+                    f"{owner}: chrono_init has no effect with coupled=True (f = 1 - i has no forget bias); drop one"
+                )
+            if forget_bias is not None:
+                raise InputError(
+                    f"{owner}: chrono_init and forget_bias both set the forget-gate bias; give only one of them"
+                )
+        ci = float(chrono_init) if chrono_init is not None else None
         for name, flag in (("peephole", peephole), ("layer_norm", layer_norm), ("coupled", coupled)):
             check_flag(owner, name, flag)
         if isinstance(zoneout, (tuple, list)):
@@ -96,6 +125,7 @@ class Variants:
             zoneout_c=zc,
             zoneout_h=zh,
             weight_drop=check_rate(owner, "weight_drop", weight_drop),
+            chrono_init=ci,
         )
 
     @property
@@ -108,7 +138,8 @@ class Variants:
         return self.zoneout_c > 0 or self.zoneout_h > 0
 
     def names(self) -> list[str]:
-        """The variants that change the step (forget_bias only initialises), in the order of VARIANTS."""
+        """The variants that change the step (forget_bias and chrono_init only initialise), in the order
+        of VARIANTS."""
         on = {n: getattr(self.opts, n) for n in CELL_SWITCHES}
         on.update(zoneout=self.has_zoneout, weight_drop=self.weight_drop > 0)
         return [n for n in VARIANTS if on.get(n, False)]
@@ -155,9 +186,25 @@ def init_parameters(
             if bias and v.forget_bias is not None:
                 getattr(module, f"bias_ih{sfx}")[H : 2 * H].fill_(v.forget_bias)
                 getattr(module, f"bias_hh{sfx}")[H : 2 * H].zero_()
+            if bias and v.chrono_init is not None:
+                chrono_biases_(getattr(module, f"bias_ih{sfx}"), getattr(module, f"bias_hh{sfx}"), v.chrono_init)
             if v.opts.coupled:
                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if bias else ("weight_ih", "weight_hh"):
                     getattr(module, f"{name}{sfx}")[H : 2 * H].zero_()
+
+
+def chrono_biases_(bias_ih: Tensor, bias_hh: Tensor, t_max: float) -> None:
+    """Chrono initialisation (Tallec & Ollivier 2018) of one layer's biases (4H each, gate order
+    i, f, g, o), in place: b_f = log(u), u ~ U(1, t_max − 1) in ``bias_ih``'s forget rows, b_i = −b_f
+    in its input rows, and 0 in ``bias_hh``'s input and forget rows. Draws H numbers from torch's
+    global generator (on the CPU, so a seed gives the same biases on every device)."""
+    H = bias_ih.shape[0] // 4
+    u = torch.empty(H, dtype=torch.float64).uniform_(1.0, float(t_max) - 1.0)
+    b_f = torch.log(u).to(bias_ih.dtype)
+    with torch.no_grad():
+        bias_ih[H : 2 * H].copy_(b_f)
+        bias_ih[:H].copy_(-b_f)
+        bias_hh[: 2 * H].zero_()
 
 
 def variants_of(module: Any) -> Variants:
@@ -167,6 +214,7 @@ def variants_of(module: Any) -> Variants:
         type(module).__name__,
         bias=module.bias,
         forget_bias=module.forget_bias,
+        chrono_init=getattr(module, "chrono_init", None),  # modules saved before chrono_init existed
         peephole=module.peephole,
         layer_norm=module.layer_norm,
         coupled=module.coupled,
@@ -227,6 +275,7 @@ __all__ = [
     "CELL_SWITCHES",
     "VARIANTS",
     "Variants",
+    "chrono_biases_",
     "init_parameters",
     "is_variant_parameter",
     "layer_weights",

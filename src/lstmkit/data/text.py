@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import LN2, Batch, DataError, Split, Task, check_int, read_utf8, tokens_to_strings
+from .base import LN2, Batch, DataError, Split, Task, check_int, check_split, read_utf8, tokens_to_strings
 from .shakespeare import shakespeare_plays
 
 # The plays held out of training by default: about 4% of the corpus each, one play each of two genres.
@@ -72,6 +72,12 @@ class TextTask(Task):
     evaluation sets cut the split's text into consecutive windows (the last one shorter, padded and
     masked), each scored from a fresh state, so the first characters of each window have little
     context; `max_eval_chars` keeps only the first characters of each split for quick checks.
+
+    Stateful training (truncated BPTT, :meth:`stream_batch`): the training text is cut into B
+    contiguous stretches, one per batch row, read in consecutive `seq_len` windows so that the state
+    can be carried from one window to the next. Carried-state evaluation (:meth:`carried_eval_set`
+    with :func:`lstmkit.train.evaluate.evaluate_carried`) reads each split as a few long rows with
+    the state carried through, so almost every character is scored with its whole past in the split.
 
     Metrics: `nats_per_char` (mean cross-entropy), `bits_per_char` = nats / ln 2 (main), `accuracy`
     (top-1 next character). Baseline: the unigram character distribution of the training text
@@ -172,6 +178,70 @@ class TextTask(Task):
         win = torch.from_numpy(ids[idx])
         return Batch(
             x=win[:, :-1].contiguous(), y=win[:, 1:].contiguous(), meta={"start": torch.from_numpy(starts)}
+        )
+
+    def stream_windows(self, batch_size: int) -> int:
+        """How many consecutive windows each of ``batch_size`` rows reads in one pass over the training
+        text in :meth:`stream_batch`."""
+        batch_size = check_int(self.name, "batch_size", batch_size, minimum=1)
+        stretch = len(self._ids["train"]) // batch_size
+        if stretch < self.seq_len + 1:
+            raise DataError(
+                f"text: stateful training gives each of the {batch_size} batch rows {stretch} characters of "
+                f"the training text, fewer than seq_len + 1 = {self.seq_len + 1}; use a smaller batch_size or seq_len"
+            )
+        return (stretch - 1) // self.seq_len
+
+    def stream_batch(self, batch_size: int, index: int) -> Batch:
+        """Window ``index`` of stateful training (truncated BPTT): row r of every batch reads its own
+        stretch of the training text, characters [r·S, (r+1)·S) with S = len(train) // batch_size, in
+        consecutive windows, so window k+1 of a row starts where window k ended (its x starts at the
+        character that was window k's last target). After :meth:`stream_windows` windows the pass
+        starts again at the stretches' beginnings; ``meta["first"]`` is True there (the state is reset).
+        Only training text is read (the split is separate arrays), and no window crosses a stretch.
+        meta["start"]: (B,) the offset of each row's x in the training text."""
+        n_win = self.stream_windows(batch_size)
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+            raise DataError(f"text: the stream window index must be an int >= 0, got {index!r}")
+        k = int(index) % n_win
+        T = self.seq_len
+        stretch = len(self._ids["train"]) // batch_size
+        starts = np.arange(batch_size, dtype=np.int64) * stretch + k * T
+        idx = starts[:, None] + np.arange(T + 1)[None, :]
+        win = torch.from_numpy(self._ids["train"][idx])
+        return Batch(
+            x=win[:, :-1].contiguous(),
+            y=win[:, 1:].contiguous(),
+            meta={"start": torch.from_numpy(starts), "first": k == 0},
+        )
+
+    def carried_eval_set(self, split: Split, rows: int) -> Batch:
+        """The split (cut by `max_eval_chars` as the windowed set is) as ``rows`` long rows of
+        consecutive text, to be read with the state carried through each row: row r holds targets
+        [r·L, (r+1)·L) of the split, L = ceil(n / rows); the last row is padded at its end and
+        masked. Every character but the first is a target exactly once, as in the windowed set."""
+        split = check_split(self.name, split)
+        rows = check_int(self.name, "rows", rows, minimum=1)
+        ids = self._ids[split]
+        if self._params["max_eval_chars"] is not None:
+            ids = ids[: self._params["max_eval_chars"]]
+        n_pred = len(ids) - 1
+        rows = min(rows, n_pred)
+        L = math.ceil(n_pred / rows)
+        rows = math.ceil(n_pred / L)
+        x = np.zeros((rows, L), dtype=np.int64)
+        y = np.zeros((rows, L), dtype=np.int64)
+        x.reshape(-1)[:n_pred] = ids[:-1]
+        y.reshape(-1)[:n_pred] = ids[1:]
+        lens = np.full(rows, L, dtype=np.int64)
+        lens[-1] = n_pred - (rows - 1) * L
+        mask = np.arange(L)[None, :] < lens[:, None]
+        return Batch(
+            x=torch.from_numpy(x),
+            y=torch.from_numpy(y),
+            mask=torch.from_numpy(mask),
+            lengths=torch.from_numpy(lens),
+            meta={"start": torch.arange(rows, dtype=torch.int64) * L},
         )
 
     def _eval_set(self, split: Split) -> Batch:

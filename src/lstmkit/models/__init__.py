@@ -103,8 +103,10 @@ class SequenceModel(nn.Module):
         if cfg.arch == "lstm":
             variants = {k: v for k, v in cfg.variants.items() if v is not None}
             # lstmkit's models start with the forget gate open (bias 1, Jozefowicz et al. 2015) unless the
-            # config says otherwise; lstmkit.LSTM itself defaults to torch's initialisation
-            variants.setdefault("forget_bias", 0.0 if variants.get("coupled") else 1.0)
+            # config says otherwise (chrono initialisation sets that bias itself); lstmkit.LSTM itself
+            # defaults to torch's initialisation
+            if variants.get("chrono_init") is None:
+                variants.setdefault("forget_bias", 0.0 if variants.get("coupled") else 1.0)
             self.rnn: nn.Module = LSTM(
                 core_in,
                 H,

@@ -64,9 +64,14 @@ def save_checkpoint(
     sched: torch.optim.lr_scheduler.LambdaLR,
     rng: np.random.Generator,
     extra: dict[str, Any],
+    extra_tensors: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write the checkpoint of ``step`` and point train_state.json at it; keep the newest two."""
+    """Write the checkpoint of ``step`` and point train_state.json at it; keep the newest two.
+    ``extra_tensors`` (e.g. the state carried by stateful training, ``carry.0``…) are saved beside the
+    model's and come back from :func:`load_checkpoint` under the same names."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for k, v in (extra_tensors or {}).items():
+        tensors[k] = v.detach().contiguous().clone()
     opt_t, opt_info = optimizer_to_tensors(opt)
     tensors.update(opt_t)
     tensors["rng.torch"] = torch.get_rng_state()

@@ -8,7 +8,14 @@ data-parallel training under torchrun.
 Determinism: with the same config (and seed) and the same number of threads, two runs give the same
 weights bit for bit, and a run killed at any moment and resumed gives the same weights as one that
 was never interrupted (the data generator, torch's RNG, the optimizer, the schedule and the early-
-stopping state all live in the checkpoint).
+stopping state all live in the checkpoint; a stateful run's carried state too: its window position
+is the step count).
+
+Stateful training (``TrainConfig.stateful``, text): truncated BPTT over consecutive windows per batch
+row (:meth:`lstmkit.data.text.TextTask.stream_batch`), the state detached between steps and reset at
+each pass over the text; its validations add the state-carried metrics (``nats_carried``…,
+:func:`~lstmkit.train.evaluate.evaluate_carried`). Every text run's final val and test results have
+them beside the windowed ones.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from ..outdir import check_out_folder
 from . import runfolder
 from .checkpoint import last_checkpoint_step, load_checkpoint, restore_checkpoint, save_checkpoint
 from .config import TrainConfig, model_config_for
-from .evaluate import evaluate_model
+from .evaluate import evaluate_carried, evaluate_model, supports_carried
 from .progress import Progress, fmt_time
 from .runfolder import RunError
 
@@ -103,6 +110,38 @@ def stop_text(stopped: str, steps: int, seconds: float, cfg: TrainConfig) -> str
     return f"stopped: {stopped}"
 
 
+def _detach_state(state: Any) -> Any:
+    """The recurrent state (a tensor, or a tuple (h, c)) cut from the graph, for truncated BPTT."""
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    return tuple(s.detach() for s in state)
+
+
+def _state_tensors(state: Any) -> dict[str, torch.Tensor]:
+    """The carried state as named tensors for the checkpoint (none when there is no state)."""
+    if state is None:
+        return {}
+    parts = [state] if isinstance(state, torch.Tensor) else list(state)
+    return {f"carry.{i}": t for i, t in enumerate(parts)}
+
+
+def _state_from(tensors: dict[str, torch.Tensor]) -> Any:
+    """The carried state back from a checkpoint's tensors (None when it held none)."""
+    parts = [tensors[f"carry.{i}"] for i in range(len(tensors)) if f"carry.{i}" in tensors]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def _validate(model: nn.Module, task: Any, split: Any, cfg: TrainConfig, carried: bool) -> dict[str, float]:
+    """The windowed metrics, plus the state-carried ones (``nats_carried``…) when ``carried`` and
+    the task has them."""
+    out = evaluate_model(model, task, split, cfg.eval_batch_size)
+    if carried and supports_carried(task):
+        out.update(evaluate_carried(model, task, split, rows=cfg.eval_batch_size))
+    return out
+
+
 def _dist() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -150,6 +189,15 @@ def train(
 
     torch.manual_seed(cfg.seed)
     task = make_task(cfg.task, seed=cfg.seed, **cfg.task_params)
+    if cfg.stateful:
+        if not callable(getattr(task, "stream_batch", None)):
+            raise InputError(
+                f"stateful training needs a task with one long training text (text); the task {task.name!r} "
+                "has independent sequences: drop --stateful"
+            )
+        if world > 1:
+            raise InputError("stateful training runs in one process (each row carries its own state); drop --stateful")
+        task.stream_windows(cfg.batch_size)  # type: ignore[attr-defined]  # checks that each row gets a window
     mcfg = model_config_for(cfg, task)
     model = build_model(mcfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -160,10 +208,13 @@ def train(
     best_step = 0
     bad_evals = 0
     elapsed = 0.0
+    carry: Any = None  # stateful training: the state carried from the previous window (detached)
 
     if resume:
         info, tensors = load_checkpoint(run_dir)
         step = restore_checkpoint(info, tensors, model, opt, sched, rng)
+        if cfg.stateful:
+            carry = _state_from(tensors)
         best, best_step, bad_evals = info.get("best"), int(info.get("best_step", 0)), int(info.get("bad_evals", 0))
         elapsed = float(info.get("elapsed", 0.0))
         if is_main:
@@ -214,11 +265,18 @@ def train(
     stopped = _spent(cfg, step, elapsed)
     while stopped is None:
         net.train()
-        batch = task.train_batch(cfg.batch_size, rng)
-        if world > 1:
-            per = cfg.batch_size // world
-            batch = batch.rows(rank * per, (rank + 1) * per)
-        output = net(batch.x, batch.lengths)
+        if cfg.stateful:
+            batch = task.stream_batch(cfg.batch_size, step)  # type: ignore[attr-defined]
+            if batch.meta["first"]:
+                carry = None
+            output, carry = net(batch.x, batch.lengths, carry, return_state=True)
+            carry = _detach_state(carry)
+        else:
+            batch = task.train_batch(cfg.batch_size, rng)
+            if world > 1:
+                per = cfg.batch_size // world
+                batch = batch.rows(rank * per, (rank + 1) * per)
+            output = net(batch.x, batch.lengths)
         loss = task.loss(output, batch)
         if not bool(torch.isfinite(loss)):
             bar.close()
@@ -228,7 +286,11 @@ def train(
             )
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        if cfg.clip_mode == "value":
+            torch.nn.utils.clip_grad_value_(model.parameters(), cfg.clip)
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), math.inf)  # the norm after clipping, logged
+        else:
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
         sched.step()
         step += 1
@@ -253,7 +315,7 @@ def train(
         if stop_now:
             stopped = "max_steps" if out_of_steps else "max_time"
         if do_eval:
-            val = evaluate_model(model, task, "val", cfg.eval_batch_size)
+            val = _validate(model, task, "val", cfg, cfg.stateful)
             rec = {"step": step, "split": "val", **val, "time": elapsed + time.perf_counter() - t_start}
             pending.append(rec)
             score = val[metric]
@@ -271,7 +333,7 @@ def train(
         if is_main and (do_eval or step % ckpt_every == 0):
             runfolder.append_metrics(run_dir, pending)
             pending = []
-            save_checkpoint(run_dir, step, model, opt, sched, rng, extra_state())
+            save_checkpoint(run_dir, step, model, opt, sched, rng, extra_state(), _state_tensors(carry))
         if stop_now:
             break
     assert stopped is not None
@@ -282,8 +344,9 @@ def train(
     # the test set is scored with the best weights on validation
     if (run_dir / "model.safetensors").exists():
         runfolder.load_weights(model, run_dir / "model.safetensors")
-    val = evaluate_model(model, task, "val", cfg.eval_batch_size)
-    test = evaluate_model(model, task, "test", cfg.eval_batch_size)
+    # text also reports the state carried through each split beside the windowed figures
+    val = _validate(model, task, "val", cfg, True)
+    test = _validate(model, task, "test", cfg, True)
     if is_main:
         runfolder.append_metrics(run_dir, [{"step": best_step, "split": "test", **test}])
         runfolder.write_result(
