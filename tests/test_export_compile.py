@@ -141,7 +141,9 @@ def test_compile_fullgraph_cell():
 # ----------------------------------------------------------------------------- torch.export
 
 
-@pytest.mark.parametrize("kw", [{}, {"layer_norm": True, "zoneout": 0.2, "bidirectional": True}])
+@pytest.mark.parametrize(
+    "kw", [{}, pytest.param({"layer_norm": True, "zoneout": 0.2, "bidirectional": True}, marks=pytest.mark.slow)]
+)
 def test_torch_export_dynamic_batch_and_time(kw: dict[str, Any]):
     torch.manual_seed(3)
     m = _perturbed(lstmkit.LSTM(4, 5, batch_first=True, **kw)).eval()
@@ -214,7 +216,7 @@ def _arch(m: Any) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("dynamo", [True, False])
+@pytest.mark.parametrize("dynamo", [pytest.param(True, marks=pytest.mark.slow), False])  # dynamo: ~10 s each
 def test_onnx_plain_and_peephole_are_the_lstm_operator(tmp_path: Path, dynamo: bool):
     torch.manual_seed(4)
     plain = lstmkit.LSTM(4, 5, num_layers=2, bidirectional=True).eval()
@@ -226,14 +228,14 @@ def test_onnx_plain_and_peephole_are_the_lstm_operator(tmp_path: Path, dynamo: b
     assert {a.name: a.i for a in lstm_node.attribute}["input_forget"] == 1
 
 
-@pytest.mark.parametrize("dynamo", [True, False])
+@pytest.mark.parametrize("dynamo", [pytest.param(True, marks=pytest.mark.slow), False])  # dynamo: ~10 s each
 def test_onnx_variants_are_a_loop(tmp_path: Path, dynamo: bool):
     torch.manual_seed(5)
     m = _perturbed(lstmkit.LSTM(4, 6, proj_size=3, layer_norm=True, zoneout=(0.3, 0.1), peephole=True)).eval()
     assert ("Scan" if dynamo else "Loop") in _onnx_matches(m, tmp_path / "v.onnx", dynamo)
 
 
-@pytest.mark.parametrize("dynamo", [True, False])
+@pytest.mark.parametrize("dynamo", [pytest.param(True, marks=pytest.mark.slow), False])  # dynamo: ~10 s each
 def test_onnx_cell(tmp_path: Path, dynamo: bool):
     torch.manual_seed(6)
     cell = _perturbed(lstmkit.LSTMCell(4, 5, layer_norm=True, coupled=True)).eval()

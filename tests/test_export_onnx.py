@@ -71,6 +71,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow  # each case one torch.onnx.export (dynamo), ~5-10 s on 2 cores
 @pytest.mark.parametrize("target,layers,variants,tokens", CASES)
 def test_onnxruntime_matches_torch(tmp_path: Path, target: str, layers: int, variants: dict[str, Any], tokens: bool):
     m = _model(target, layers, variants, tokens)
@@ -88,6 +89,7 @@ def test_onnxruntime_matches_torch(tmp_path: Path, target: str, layers: int, var
             np.testing.assert_allclose(g, want.numpy(), rtol=1e-4, atol=2e-5)
 
 
+@pytest.mark.slow  # each case one torch.onnx.export (dynamo), ~5-10 s on 2 cores
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_bare_lstm_bidirectional(tmp_path: Path, bidirectional: bool, batch_first: bool):
@@ -105,6 +107,7 @@ def test_bare_lstm_bidirectional(tmp_path: Path, bidirectional: bool, batch_firs
         np.testing.assert_allclose(g, want.numpy(), rtol=1e-4, atol=2e-5)
 
 
+@pytest.mark.slow  # each case one torch.onnx.export (dynamo), ~5-10 s on 2 cores
 @pytest.mark.parametrize("variants,proj", [({"layer_norm": True}, 0), ({"zoneout": (0.2, 0.1)}, 0), ({}, 3)])
 def test_onnxruntime_runs_what_the_operator_cannot_express(tmp_path: Path, variants: dict[str, Any], proj: int):
     # layer norm, zoneout (its expectation) and projections: an ONNX Scan over the reference step
