@@ -3,7 +3,17 @@
     python benchmarks/quality.py [EXPERIMENT ...] [--out benchmarks/results] [--quick]
 
 EXPERIMENTS: mystery, mystery-hard, reber, temporal, adding, adding-sweep, sweep, shakespeare (default: all, in
-that order). Each training run goes to OUT/runs/<name>; each result is appended to
+that order), and the long-lag recipes of issue 21, run only when named:
+
+    python benchmarks/quality.py adding-long --T 1000 --minutes 30 --recipe chrono [--arch gru]
+    python benchmarks/quality.py text --stateful --minutes 20
+
+adding-long: the adding problem (modern form) at --T with a time budget and a recipe: forget4 (forget-gate
+bias 4, the T = 200 recipe), chrono (chrono initialisation, T_max = T, Tallec & Ollivier 2018), chrono-value
+(chrono, gradients clipped by value at 1 instead of by norm). For --arch gru / rnn the recipe's
+initialisation does not apply (torch's init); the rest of the recipe does. text: the Shakespeare LM of the
+task's defaults (H 512) for --minutes, windowed or --stateful (truncated BPTT); its results report the
+windowed and the state-carried nats/char. Each training run goes to OUT/runs/<name>; each result is appended to
 OUT/quality.jsonl (one JSON object per run, with its budget and the machine) and the sweep's PNG to
 OUT/lag_sweep.png. Budgets are in steps where the issue gives a quality target (so a busy machine
 changes only the time, not the result) and in seconds where the issue gives a time budget.
@@ -31,7 +41,7 @@ class Bench:
 
     def run(self, name: str, cfg: TrainConfig, note: str = "") -> dict[str, Any]:
         if self.quick:
-            cfg.max_steps = min(cfg.max_steps, 20)
+            cfg.max_steps = min(cfg.max_steps or 20, 20)
             cfg.eval_every = min(cfg.eval_every, 10)
             cfg.task_params = {**cfg.task_params, "n_val": 64, "n_test": 64} if cfg.task != "text" else cfg.task_params
             if cfg.max_time:
@@ -47,6 +57,9 @@ class Bench:
             "task_params": cfg.task_params,
             "arch": cfg.arch,
             "hidden_size": cfg.hidden_size,
+            "variants": cfg.variants,
+            "clip": [cfg.clip, cfg.clip_mode],
+            "stateful": cfg.stateful,
             "budget": {"max_steps": cfg.max_steps, "max_time": cfg.max_time},
             "steps": res.steps,
             "seconds": round(time.perf_counter() - t0, 1),
@@ -246,6 +259,48 @@ def shakespeare(b: Bench) -> None:
     )
 
 
+# issue 21's recipes for long lags (adding-long): what each adds to the T = 200 configuration
+RECIPES: dict[str, dict[str, Any]] = {
+    "forget4": {"variants": {"forget_bias": 4.0}},
+    "chrono": {"variants": {"chrono_init": "T"}},
+    "chrono-value": {"variants": {"chrono_init": "T"}, "clip_mode": "value", "clip": 1.0},
+}
+LONG: dict[str, Any] = {"T": 1000, "minutes": None, "recipe": "chrono", "arch": "lstm", "stateful": False}
+
+
+def adding_long(b: Bench) -> None:
+    """The adding problem (modern form) at T = --T within --minutes (default 30) of training, with a
+    recipe of RECIPES; solved = test MSE < 0.01 (the run stops at 0.008 on validation)."""
+    T, recipe, arch = int(LONG["T"]), str(LONG["recipe"]), str(LONG["arch"])
+    minutes = float(LONG["minutes"] or 30)
+    r = RECIPES[recipe]
+    variants = {k: (float(T) if v == "T" else v) for k, v in r["variants"].items()} if arch == "lstm" else {}
+    extra = {k: v for k, v in r.items() if k != "variants"}
+    b.run(
+        f"adding-long-T{T}-{recipe}-{arch}",
+        TrainConfig(
+            task="adding", task_params={"T": T}, arch=arch, hidden_size=128, batch_size=50, lr=1e-3,
+            max_steps=10_000_000, max_time=60 * minutes, eval_every=200, patience=0, target=0.008,
+            weight_decay=0.0, variants=variants, **extra,
+        ),
+        note=f"issue 21: recipe {recipe} ({'torch init' if arch != 'lstm' else variants}), "
+        f"{minutes:g} min; solved = test MSE < 0.01",
+    )  # fmt: skip
+
+
+def text(b: Bench) -> None:
+    """The Shakespeare LM with the task's defaults for --minutes (default 20), windowed or --stateful."""
+    minutes = float(LONG["minutes"] or 20)
+    stateful = bool(LONG["stateful"])
+    cfg = TrainConfig.for_task("text", max_steps=10_000_000, max_time=60 * minutes, patience=0, stateful=stateful)
+    b.run(
+        f"text-{'stateful' if stateful else 'windowed'}-{minutes:g}min",
+        cfg,
+        note=f"issue 21: {'stateful (truncated BPTT)' if stateful else 'random windows'}, {minutes:g} min; "
+        "nats_per_char windowed, nats_carried with the state carried through each split",
+    )
+
+
 EXPERIMENTS = {
     "mystery": mystery,
     "reber": reber,
@@ -256,6 +311,7 @@ EXPERIMENTS = {
     "adding-sweep": adding_sweep,
     "shakespeare": shakespeare,
 }
+ON_REQUEST = {"adding-long": adding_long, "text": text}  # not in the default "all"
 
 
 def table(out: Path) -> str:
@@ -284,18 +340,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run of the script")
     p.add_argument("--table", action="store_true", help="print the newest results as a Markdown table and exit")
     p.add_argument("--lags", default="400", help="adding-sweep: comma-separated T, tried in order (default 400)")
+    p.add_argument("--T", type=int, default=1000, help="adding-long: the sequence length (default 1000)")
+    p.add_argument("--minutes", type=float, help="adding-long / text: training minutes (default 30 / 20)")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="chrono", help="adding-long: the recipe")
+    p.add_argument("--arch", choices=("lstm", "gru", "rnn"), default="lstm", help="adding-long: the core")
+    p.add_argument("--stateful", action="store_true", help="text: stateful training (truncated BPTT)")
     a = p.parse_args(argv)
+    LONG.update(T=a.T, minutes=a.minutes, recipe=a.recipe, arch=a.arch, stateful=a.stateful)
     if a.table:
         print(table(Path(a.out)))
         return 0
-    unknown = [e for e in a.experiments if e not in EXPERIMENTS]
+    every = {**EXPERIMENTS, **ON_REQUEST}
+    unknown = [e for e in a.experiments if e not in every]
     if unknown:
-        p.error(f"unknown experiment {unknown[0]!r}; choose from {', '.join(EXPERIMENTS)}")
+        p.error(f"unknown experiment {unknown[0]!r}; choose from {', '.join(every)}")
     ADDING_LAGS[:] = [int(t) for t in a.lags.split(",")]
     b = Bench(Path(a.out), a.quick)
     for name in a.experiments or list(EXPERIMENTS):
         print(f"== {name}", flush=True)
-        EXPERIMENTS[name](b)
+        every[name](b)
     return 0
 
 
