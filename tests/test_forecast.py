@@ -49,6 +49,7 @@ def test_windows_splits_and_targets_by_hand(tmp_path: Path) -> None:
         horizon=3,
         backtest=2,
         reference="seasonal-naive",
+        scaling="last",
     )
     assert isinstance(task, ForecastTask)
     # test origins: the last 2 (each forecasts 3 steps inside the data); validation: 2 origins (40 // 15)
@@ -110,7 +111,15 @@ def test_known_forecasts_score_as_computed_by_hand(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     y = 50 + rng.normal(size=60).cumsum()
     task = make_task(
-        "csv", csv=write(tmp_path, monthly(y)), target="y", date="date", season=1, window=8, horizon=2, backtest=3
+        "csv",
+        csv=write(tmp_path, monthly(y)),
+        target="y",
+        date="date",
+        season=1,
+        window=8,
+        horizon=2,
+        backtest=3,
+        scaling="last",
     )
     m = task.evaluate(perfect(task), "test")
     assert m["mae"] == pytest.approx(0, abs=1e-5) and m["coverage"] == 1.0  # float32 targets

@@ -395,7 +395,7 @@ def _add_train_options(p: argparse.ArgumentParser, task: str | None = None) -> N
     g.add_argument("--backtest", type=int, help="csv: test origins at the end of each series (default up to 12)")
     g.add_argument("--step", type=int, help="csv: steps between backtest origins (default 1)")
     g.add_argument("--quantiles", help="csv: forecast quantiles, comma-separated (default 0.1,0.5,0.9)")
-    g.add_argument("--scaling", choices=("last", "revin", "mean"), help="csv: per-window scaling (default last)")
+    g.add_argument("--scaling", choices=("last", "revin", "mean"), help="csv: per-window scaling (default mean)")
     g.add_argument(
         "--reference",
         choices=("seasonal-mean", "seasonal-naive"),

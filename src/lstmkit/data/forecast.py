@@ -16,18 +16,20 @@ ONNX, the NumPy runtime) works on forecasting runs. The inputs of step t are
     [y_t scaled (0 in the future), a future flag, the seasonal reference r_t scaled,
      past covariates (0 in the future), future-known covariates, calendar features]
 
-where r_t is y_{t-m} at observed steps and the seasonal-naive forecast y_{T+k-m*ceil(k/m)} at
-future step k (m the season; m = 1 gives the naive forecast). The head's Q outputs at future step k
-are quantiles of (y_{T+k} - r_{T+k}) in the window's scale: the network learns a correction of
-seasonal naive, so that its starting point is the baseline every forecaster checks first.
+where r_t is y_{t-m} at observed steps and the reference forecast at future step k (m the season):
+with ``reference="seasonal-mean"`` (the default) the last season's mean plus the season's profile
+averaged over up to 3 seasons, with ``"seasonal-naive"`` y_{T+k-m*ceil(k/m)}; without a season
+(m = 1) both are the last value. The head's Q outputs at future step k are quantiles of
+(y_{T+k} - r_{T+k}) in the window's scale: the network learns a correction of a baseline every
+forecaster checks first, which is also what the untrained network forecasts.
 
 Scaling is per window (``scaling``), so a series that leaves its training range is forecast as well
 as one that does not:
 
-* ``last`` (default): location = the last observed value, scale = the mean absolute one-step change
-  inside the window (the naive forecast's in-window error);
-* ``revin``: location, scale = the window's mean and standard deviation (RevIN, Kim et al. 2022);
-* ``mean``: location 0, scale = the window's mean absolute value (DeepAR's mean scaling).
+* ``mean`` (default): location 0, scale = the window's mean absolute value (DeepAR's mean scaling);
+* ``last``: location = the last observed value, scale = the mean absolute one-step change inside
+  the window (the naive forecast's in-window error);
+* ``revin``: location, scale = the window's mean and standard deviation (RevIN, Kim et al. 2022).
 
 BENCHMARKS.md ("Forecasting") gives the measurements behind the default.
 
@@ -158,7 +160,7 @@ class ForecastTask(Task):
         backtest: int | None = None,
         step: int = 1,
         quantiles: list[float] | str | None = None,
-        scaling: str = "last",
+        scaling: str = "mean",
         reference: str = "seasonal-mean",
         delimiter: str = ",",
         sha256: str | None = None,
