@@ -75,7 +75,8 @@ def test_onnx_of_a_quantized_run_keeps_int8_weights(tmp_path, capsys):
     src = make_run(tmp_path / "f", hidden=128)
     compress(src, "quantize", tmp_path / "q", activations="float")
     assert main(["export", str(src), "--format", "onnx", "--out", str(tmp_path / "f.onnx")]) == 0
-    assert "weights: float32" in capsys.readouterr().out  # a float run says so
+    out = capsys.readouterr().out
+    assert "weights: float32" in out and "--bits 8" in out  # a float run says so, and how to shrink it
     assert main(["export", str(tmp_path / "q"), "--format", "onnx", "--out", str(tmp_path / "q.onnx")]) == 0
     assert "weights: int8 codes" in capsys.readouterr().out
     model = onnx.load(str(tmp_path / "q.onnx"))
@@ -142,3 +143,18 @@ def test_runtime_cli_takes_plain_text(lm_run, tmp_path, capsys):
     assert rt_main([str(bundle), "--text", "to bé Zz"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'é', 'Z', 'z'" in err and "2 distinct" not in err
+
+
+def test_float_summary_suggests_int8_only_where_the_lstm_operator_is(tmp_path):
+    """--bits 8 needs the standard ONNX LSTM operator: a layer-norm model exports as a loop, and its
+    summary must not suggest an option that would refuse it."""
+    import torch
+
+    import lstmkit
+    from lstmkit.export.onnx_int8 import onnx_weight_summary
+
+    x = torch.randn(2, 5, 3)
+    for kw, hint in (({}, True), ({"layer_norm": True}, False)):
+        path = tmp_path / f"m{len(kw)}.onnx"
+        torch.onnx.export(lstmkit.LSTM(3, 4, batch_first=True, **kw).eval(), (x,), str(path), dynamo=False)
+        assert ("--bits 8" in onnx_weight_summary(path)) is hint

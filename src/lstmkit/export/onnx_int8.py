@@ -122,7 +122,6 @@ def onnx_weight_summary(path: str | Path) -> str:
             f"weights: int8 codes with one float scale per row, dequantized (DequantizeLinear) before the "
             f"LSTM operator; {q / 1e3:.1f} kB int8 + {f / 1e3:.1f} kB float32; file {size / 1e3:.1f} kB"
         )
-    return (
-        f"weights: float32 ({f / 1e3:.1f} kB; file {size / 1e3:.1f} kB); "
-        "--bits 8 stores them as int8 (about 4x smaller)"
-    )
+    plain = any(n.op_type == "LSTM" for n in model.graph.node)  # --bits 8 needs the standard LSTM operator
+    hint = "; --bits 8 stores them as int8 (about 4x smaller)" if plain else ""
+    return f"weights: float32 ({f / 1e3:.1f} kB; file {size / 1e3:.1f} kB){hint}"
