@@ -1,5 +1,8 @@
 """The command line: argument parsing only; every command calls a library function.
 
+(About 660 lines: one parser per command with its flags and help texts, which read best side by side;
+the work behind each command lives in the library.)
+
 Exit status: 0 success; 2 bad input or usage, that is an :class:`~lstmkit.errors.InputError` or a
 missing or unreadable file (one line on stderr saying what and how to fix it; the traceback only with
 --debug); 1 only for a bug: any other exception, printed with its traceback and a line saying so.

@@ -1,6 +1,9 @@
 """`lstmkit.LSTM`: a drop-in for torch.nn.LSTM with variants, per-step gate traces and one dispatch
 point that picks the path that runs.
 
+(About 640 lines: torch.nn.LSTM's whole contract, constructor, initialisation, state dict, saving,
+and forward, is one class; the paths it dispatches to live in paths.py, graph.py and ops.py.)
+
 Paths ("backends"):
 
 * ``"torch"``: torch's own fused LSTM (oneDNN on CPU, cuDNN on GPU). Only the plain cell, no traces.

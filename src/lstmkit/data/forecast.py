@@ -1,6 +1,6 @@
 """Forecasting as forecasters do it: many series, dates, quantiles, a rolling-origin backtest.
 
-(One file of about 700 lines: it is one class, the task, whose windows, scaling, splits, metrics and
+(One file of about 760 lines: it is one class, the task, whose windows, scaling, splits, metrics and
 forecasts of the future all read the same per-window arrays; split up, each part would reach into
 the others' private state.)
 
