@@ -174,3 +174,22 @@ def test_interrupt_messages_in_process(tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert err.rstrip().endswith(f"  lstmkit train --resume '{run}' --max-steps 50")  # quoted: a space in the path
     assert "the checkpoint of step 5 is kept" in err
+
+
+def test_a_run_stopped_early_trains_on_with_a_larger_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Stopped by patience, then given a larger budget: the evaluations without improvement count from
+    0 again (before, the kept count stopped the run at its next evaluation, 5 steps on)."""
+    run = tmp_path / "r"
+    # a learning rate too small to change the validation score: the first evaluation is the best,
+    # then 2 without improvement stop the run at step 15
+    opts = ("--lr", "1e-12", "--eval-every", "5", "--patience", "2", "--max-steps", "1000")
+    rc, _, _ = _train(capsys, run, *opts)
+    assert rc == 0 and _result(run)["steps"] == 15
+    assert _result(run)["stopped_because"].startswith("no improvement")
+    assert main(["train", "--resume", str(run)]) == 2  # finished; the message says how to go on
+    assert "counted from 0 again" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--max-steps", "2000"]) == 0
+    capsys.readouterr()
+    assert _result(run)["steps"] == 25  # two more evaluations without improvement (20, 25), not one

@@ -168,8 +168,13 @@ def train(
     progress: bool = True,
     log: Any = None,
     force: bool = False,
+    fresh_patience: bool = False,
 ) -> TrainResult:
     """Train ``cfg`` into the run folder ``out`` (created), or continue it when ``resume``.
+
+    ``fresh_patience`` (with ``resume``) counts the evaluations without improvement from 0 again:
+    a run that stopped early and is given a larger budget trains on instead of stopping at its next
+    evaluation.
 
     ``log`` is a callable taking one line of text (default: the progress stream). ``out`` must be new,
     empty or a run folder; ``force`` writes into a folder that holds other files.
@@ -216,6 +221,8 @@ def train(
         if cfg.stateful:
             carry = _state_from(tensors)
         best, best_step, bad_evals = info.get("best"), int(info.get("best_step", 0)), int(info.get("bad_evals", 0))
+        if fresh_patience:
+            bad_evals = 0
         elapsed = float(info.get("elapsed", 0.0))
         if is_main:
             runfolder.truncate_metrics(run_dir, step)
@@ -423,10 +430,14 @@ def resume(
             f"{run_dir} has already trained {done} steps in {fmt_time(secs)}, so the budget given is used up "
             f"({total}): give a larger one, e.g. lstmkit train --resume {run_dir} {more}"
         )
+    early = isinstance(result, dict) and str(result.get("stopped_because", "")).startswith("no improvement")
     if finished and not new_budget:
         assert isinstance(result, dict)
         why = result.get("stopped_text") or f"stopped: {result.get('stopped_because')}"
+        fresh = " (the evaluations without improvement are counted from 0 again)" if early else ""
         raise RunFinished(
-            f"{run_dir} is finished ({why}); to train on, give a larger budget: lstmkit train --resume {run_dir} {more}"
+            f"{run_dir} is finished ({why}); to train on, give a larger budget{fresh}: "
+            f"lstmkit train --resume {run_dir} {more}"
         )
-    return train(cfg, run_dir, resume=True, progress=progress, log=log)
+    # a run that stopped early and is given a larger budget trains on: its patience starts afresh
+    return train(cfg, run_dir, resume=True, progress=progress, log=log, fresh_patience=finished and early)
