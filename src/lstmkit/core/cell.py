@@ -18,7 +18,7 @@ from . import functional as Fn
 from .checks import check_dtype_device, check_features, check_flag, check_int, check_state_pair
 from .dispatch import Backend, check_backend
 from .trace import Trace
-from .variants import Variants, init_parameters, layer_weights, variants_of, zoneout_masks
+from .variants import Variants, init_parameters, keep_attributes, layer_weights, variants_of, zoneout_masks
 
 
 class LSTMCell(nn.Module):
@@ -75,13 +75,14 @@ class LSTMCell(nn.Module):
         if backend == "fused":
             raise InputError(f"{owner}: there is no fused single-step cell; use LSTM.stream() or backend='auto'")
         # the variant keywords as plain attributes: the saved state (the variants are rebuilt from them)
-        self.forget_bias: float | None = self._v.forget_bias
-        self.chrono_init: float | None = self._v.chrono_init
-        self.peephole: bool = peephole
-        self.layer_norm: bool = layer_norm
-        self.coupled: bool = coupled
-        self.zoneout: float | tuple[float, float] = self._v.zoneout
-        self.weight_drop: float = self._v.weight_drop
+        self.forget_bias: float | None
+        self.chrono_init: float | None
+        self.peephole: bool
+        self.layer_norm: bool
+        self.coupled: bool
+        self.zoneout: float | tuple[float, float]
+        self.weight_drop: float
+        keep_attributes(self, self._v, peephole=peephole, layer_norm=layer_norm, coupled=coupled)
         self.requested_backend: str = backend
         self.backend: str | None = None
         factory: dict[str, Any] = {"device": device, "dtype": dtype}

@@ -43,7 +43,14 @@ from .functional import LayerWeights
 from .paths import repack, run_fused_layer, run_stack, run_torch
 from .stream import Stream, check_batch_size, make_stream
 from .trace import Trace
-from .variants import Variants, init_parameters, is_variant_parameter, layer_weights, variants_of
+from .variants import (
+    Variants,
+    init_parameters,
+    is_variant_parameter,
+    keep_attributes,
+    layer_weights,
+    variants_of,
+)
 
 S = TypeVar("S", Tensor, PackedSequence)  # the output has the input's kind
 State = tuple[Tensor, Tensor]
@@ -154,13 +161,14 @@ class LSTM(nn.Module):
         )
         check_backend(owner, backend, self._v.names())
         # the variant keywords as plain attributes: the saved state (the variants are rebuilt from them)
-        self.forget_bias: float | None = self._v.forget_bias
-        self.chrono_init: float | None = self._v.chrono_init
-        self.peephole: bool = peephole
-        self.layer_norm: bool = layer_norm
-        self.coupled: bool = coupled
-        self.zoneout: float | tuple[float, float] = self._v.zoneout
-        self.weight_drop: float = self._v.weight_drop
+        self.forget_bias: float | None
+        self.chrono_init: float | None
+        self.peephole: bool
+        self.layer_norm: bool
+        self.coupled: bool
+        self.zoneout: float | tuple[float, float]
+        self.weight_drop: float
+        keep_attributes(self, self._v, peephole=peephole, layer_norm=layer_norm, coupled=coupled)
         self.requested_backend: str = backend
         self.backend: str | None = None
         self._int8: int8_path.Int8Path | None = None  # set by use_int8()

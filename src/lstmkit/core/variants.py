@@ -207,6 +207,18 @@ def chrono_biases_(bias_ih: Tensor, bias_hh: Tensor, t_max: float) -> None:
         bias_hh[: 2 * H].zero_()
 
 
+def keep_attributes(module: Any, v: Variants, *, peephole: bool, layer_norm: bool, coupled: bool) -> None:
+    """Set the variants' keywords on an LSTM or LSTMCell as plain attributes: what its saved state
+    holds (the inverse of :func:`variants_of`, which rebuilds the variants from them)."""
+    module.forget_bias = v.forget_bias
+    module.chrono_init = v.chrono_init
+    module.peephole = peephole
+    module.layer_norm = layer_norm
+    module.coupled = coupled
+    module.zoneout = v.zoneout
+    module.weight_drop = v.weight_drop
+
+
 def variants_of(module: Any) -> Variants:
     """The validated variants of an LSTM or LSTMCell, from its plain keyword attributes (``bias``,
     ``forget_bias``, ``peephole``, ``layer_norm``, ``coupled``, ``zoneout``, ``weight_drop``)."""
