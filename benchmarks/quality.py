@@ -6,11 +6,15 @@ EXPERIMENTS: mystery, mystery-hard, reber, temporal, adding, adding-sweep, sweep
 that order), and the long-lag recipes of issue 21, run only when named:
 
     python benchmarks/quality.py adding-long --T 1000 --minutes 30 --recipe chrono [--arch gru]
-    python benchmarks/quality.py text --stateful --minutes 20
+    python benchmarks/quality.py adding-curriculum --T 5000 --minutes 30 [--arch gru|rnn]
+    python benchmarks/quality.py copy-curriculum --T 2000 --minutes 30
+    python benchmarks/quality.py text --stateful --minutes 20 [--param num_layers=2 --param schedule=cosine ...]
 
 adding-long: the adding problem (modern form) at --T with a time budget and a recipe: forget4 (forget-gate
 bias 4, the T = 200 recipe), chrono (chrono initialisation, T_max = T, Tallec & Ollivier 2018), chrono-value
-(chrono, gradients clipped by value at 1 instead of by norm). For --arch gru / rnn the recipe's
+(chrono, gradients clipped by value at 1 instead of by norm). adding-curriculum / copy-curriculum: a
+curriculum over T (CURRICULA) within --minutes in all, each stage starting from the last one's weights
+(--init-from) and tested at its own T; the longest T it reaches is the result. For --arch gru / rnn the recipe's
 initialisation does not apply (torch's init); the rest of the recipe does. text: the Shakespeare LM of the
 task's defaults (H 512) for --minutes, windowed or --stateful (truncated BPTT); its results report the
 windowed and the state-carried nats/char. Each training run goes to OUT/runs/<name>; each result is appended to
@@ -22,7 +26,9 @@ changes only the time, not the result) and in seconds where the issue gives a ti
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import shutil
 import sys
 import time
@@ -265,7 +271,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "chrono": {"variants": {"chrono_init": "T"}},
     "chrono-value": {"variants": {"chrono_init": "T"}, "clip_mode": "value", "clip": 1.0},
 }
-LONG: dict[str, Any] = {"T": 1000, "minutes": None, "recipe": "chrono", "arch": "lstm", "stateful": False}
+LONG: dict[str, Any] = {"T": 1000, "minutes": None, "recipe": "chrono", "arch": "lstm", "stateful": False, "params": {}}
 
 
 def adding_long(b: Bench) -> None:
@@ -288,15 +294,69 @@ def adding_long(b: Bench) -> None:
     )  # fmt: skip
 
 
+# curricula over T (issue 21: "allowed if the run reports it and the final test is at the full T"):
+# each stage is a run at one T that starts from the previous stage's weights (TrainConfig.init_from)
+# and ends when its validation metric reaches the stage target; every stage is tested at its own T.
+CURRICULA: dict[str, dict[str, Any]] = {
+    "adding": {"lengths": (100, 200, 500, 1000, 2000, 5000), "solved": "test mse < 0.01", "target": lambda T: 0.008},
+    # copy: solved = the recalled symbols >= 99 % right; the stage ends at a tenth of the memoryless
+    # baseline's cross-entropy, 10 ln 8 / (T + 20)
+    "copy": {"lengths": (50, 100, 200, 500, 1000, 2000), "solved": "test accuracy >= 0.99",
+             "target": lambda T: 0.1 * 10 * math.log(8) / (T + 20)},
+}  # fmt: skip
+
+
+def curriculum(b: Bench, task: str) -> None:
+    """The curriculum of CURRICULA[task] up to --T within --minutes (default 30) of wall-clock time in
+    all (training, validation and each stage's test), LSTM with chrono initialisation (T_max = the
+    longest T) or --arch gru / rnn with torch's; stops at the first stage that runs out of time."""
+    spec = CURRICULA[task]
+    arch, t_final = str(LONG["arch"]), int(LONG["T"])
+    lengths = [T for T in spec["lengths"] if T <= t_final]
+    budget = 60 * float(LONG["minutes"] or 30)
+    variants = {"chrono_init": float(lengths[-1])} if arch == "lstm" else {}
+    t0, prev, seen = time.perf_counter(), None, 0
+    for T in lengths:
+        left = budget - (time.perf_counter() - t0)
+        if left < 10:
+            print(f"{task} curriculum: out of time before T = {T}", flush=True)
+            break
+        name = f"{task}-curriculum-{arch}-T{T}"
+        rec = b.run(
+            name,
+            TrainConfig(
+                task=task, task_params={"T": T, "n_val": 500}, arch=arch, hidden_size=128, batch_size=50,
+                lr=1e-3, weight_decay=0.0, max_steps=10_000_000, max_time=left, eval_every=100, patience=0,
+                target=spec["target"](T), variants=variants, init_from=prev,
+            ),
+            note=f"issue 21: curriculum {lengths} within {budget / 60:g} min in all, stage T = {T} "
+            f"from {prev or 'a fresh ' + ('chrono' if variants else 'torch') + ' init'}; solved = {spec['solved']}; "
+            f"{time.perf_counter() - t0 + 0:.0f} s of the budget used before this stage, "
+            f"{seen} sequences before it",
+        )  # fmt: skip
+        seen += rec["steps"] * 50
+        used = time.perf_counter() - t0
+        print(f"{task} curriculum: T = {T} after {used:.0f} s and {seen} sequences in all: test {rec['test']}",
+              flush=True)  # fmt: skip
+        if not str(rec["stopped"]).startswith("reached"):
+            break
+        prev = str(b.out / "runs" / name)
+
+
 def text(b: Bench) -> None:
     """The Shakespeare LM with the task's defaults for --minutes (default 20), windowed or --stateful."""
     minutes = float(LONG["minutes"] or 20)
     stateful = bool(LONG["stateful"])
-    cfg = TrainConfig.for_task("text", max_steps=10_000_000, max_time=60 * minutes, patience=0, stateful=stateful)
+    given = dict(LONG["params"])
+    cfg = TrainConfig.for_task(
+        "text", max_steps=10_000_000, max_time=60 * minutes, patience=0, stateful=stateful, **given
+    )
+    tag = "".join(f"-{k}={v}" for k, v in given.items())
     b.run(
-        f"text-{'stateful' if stateful else 'windowed'}-{minutes:g}min",
+        f"text-{'stateful' if stateful else 'windowed'}-{minutes:g}min{tag}",
         cfg,
-        note=f"issue 21: {'stateful (truncated BPTT)' if stateful else 'random windows'}, {minutes:g} min; "
+        note=f"issue 21: {'stateful (truncated BPTT)' if stateful else 'random windows'}, {minutes:g} min"
+        f"{', ' + ', '.join(f'{k} {v}' for k, v in given.items()) if given else ''}; "
         "nats_per_char windowed, nats_carried with the state carried through each split",
     )
 
@@ -311,7 +371,12 @@ EXPERIMENTS = {
     "adding-sweep": adding_sweep,
     "shakespeare": shakespeare,
 }
-ON_REQUEST = {"adding-long": adding_long, "text": text}  # not in the default "all"
+ON_REQUEST = {
+    "adding-long": adding_long,
+    "adding-curriculum": lambda b: curriculum(b, "adding"),
+    "copy-curriculum": lambda b: curriculum(b, "copy"),
+    "text": text,
+}  # not in the default "all"
 
 
 def table(out: Path) -> str:
@@ -340,13 +405,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run of the script")
     p.add_argument("--table", action="store_true", help="print the newest results as a Markdown table and exit")
     p.add_argument("--lags", default="400", help="adding-sweep: comma-separated T, tried in order (default 400)")
-    p.add_argument("--T", type=int, default=1000, help="adding-long: the sequence length (default 1000)")
+    p.add_argument(
+        "--T", type=int, default=1000,
+        help="adding-long: the sequence length (default 1000); adding-/copy-curriculum: the longest T to reach",
+    )  # fmt: skip
     p.add_argument("--minutes", type=float, help="adding-long / text: training minutes (default 30 / 20)")
     p.add_argument("--recipe", choices=sorted(RECIPES), default="chrono", help="adding-long: the recipe")
     p.add_argument("--arch", choices=("lstm", "gru", "rnn"), default="lstm", help="adding-long: the core")
     p.add_argument("--stateful", action="store_true", help="text: stateful training (truncated BPTT)")
+    p.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE",
+        help="text: a TrainConfig field instead of the task's default (e.g. num_layers=2, schedule=cosine)",
+    )  # fmt: skip
     a = p.parse_args(argv)
-    LONG.update(T=a.T, minutes=a.minutes, recipe=a.recipe, arch=a.arch, stateful=a.stateful)
+    params = {}
+    for kv in a.param:
+        k, sep, v = kv.partition("=")
+        if not sep or k not in {f.name for f in dataclasses.fields(TrainConfig)}:
+            p.error(f"--param takes KEY=VALUE with KEY a TrainConfig field, got {kv!r}")
+        params[k] = json.loads(v) if v[:1].isdigit() or v in ("true", "false") else v
+    LONG.update(T=a.T, minutes=a.minutes, recipe=a.recipe, arch=a.arch, stateful=a.stateful, params=params)
     if a.table:
         print(table(Path(a.out)))
         return 0

@@ -6,6 +6,7 @@ and an interrupted run names the whole command that continues it."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -18,7 +19,6 @@ import pytest
 from conftest import tiny_mystery_args
 
 from lstmkit.cli import main
-from lstmkit.errors import InputError
 from lstmkit.train import TrainConfig
 from lstmkit.train.config import DEFAULT_STEPS
 
@@ -43,8 +43,25 @@ def test_budget_defaults_in_the_config() -> None:
     assert TrainConfig().max_steps == DEFAULT_STEPS == 2000 and TrainConfig().max_time is None
     assert TrainConfig(max_time=60).max_steps is None  # no hidden step limit under a time budget
     assert TrainConfig(max_steps=10).max_time is None
-    with pytest.raises(InputError, match="cosine schedule decays over max_steps"):
-        TrainConfig(max_time=60, schedule="cosine")
+
+
+def test_cosine_schedule_under_a_time_budget_decays_with_the_time(tmp_path: Path) -> None:
+    # a time budget alone: the learning rate follows lr * (0.05 + 0.95 * (1 + cos(pi * t / max_time)) / 2)
+    # in the elapsed training time t, measured just before each step's schedule update; metrics.jsonl
+    # logs each step's lr and its time just after, so they agree to within one step's duration
+    from lstmkit.train import train
+
+    cfg = TrainConfig(task="adding", task_params={"T": 20, "n_val": 16, "n_test": 16}, hidden_size=8, lr=1e-2,
+                      max_time=3.0, schedule="cosine", eval_every=100_000, log_every=1)  # fmt: skip
+    train(cfg, tmp_path / "r", progress=False, log=lambda s: None)
+    recs = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    train_recs = [r for r in recs if r["split"] == "train"]
+    assert len(train_recs) > 20
+    for prev, r in zip(train_recs, train_recs[1:]):
+        lo_t, hi_t = prev["time"], r["time"]  # the update came between the two logged times
+        f = [1e-2 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t / 3.0)))) for t in (lo_t, hi_t)]
+        assert min(f) - 1e-9 <= r["lr"] <= max(f) + 1e-9, (r, f)
+    assert train_recs[-1]["lr"] < 0.06 * 1e-2 and train_recs[0]["lr"] > 0.99e-2
 
 
 def test_max_time_alone_trains_for_its_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -372,3 +372,53 @@ def test_windowed_text_runs_report_both_figures_and_are_unchanged(tmp_path):
     assert "nats_carried" in res.test and "nats_per_char" in res.test
     recs = [json.loads(x) for x in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
     assert not any("nats_carried" in r for r in recs if r["split"] == "val")  # periodic: windowed only
+
+
+# ----------------------------------------------------------------------------- --init-from (curricula over T)
+
+
+def _adding_run(path: Path, T: int, **kw) -> TrainConfig:
+    cfg = TrainConfig(
+        task="adding", task_params={"T": T, "n_val": 16, "n_test": 16}, hidden_size=8, max_steps=1, eval_every=1, **kw
+    )
+    train(cfg, path, progress=False, log=lambda s: None)
+    return cfg
+
+
+def test_init_from_starts_where_the_source_run_ended(tmp_path):
+    # the source trains 30 steps at T 12 with a large learning rate, so its weights are far from any fresh
+    # initialisation; the second run at T 30 starts from them and takes one step of lr 1e-12 (AdamW moves
+    # each entry by about lr), so it must hold the source's weights; a run without init_from must not
+    src = tmp_path / "src"
+    train(
+        TrainConfig(task="adding", task_params={"T": 12, "n_val": 16, "n_test": 16}, hidden_size=8, lr=0.05,
+                    max_steps=30, eval_every=30),
+        src, progress=False, log=lambda s: None,
+    )  # fmt: skip
+    _adding_run(tmp_path / "next", 30, lr=1e-12, weight_decay=0.0, init_from=str(src), seed=3)
+    _adding_run(tmp_path / "fresh", 30, lr=1e-12, weight_decay=0.0, seed=0)
+    a = load_file(src / "model.safetensors")
+    b = load_file(tmp_path / "next" / "model.safetensors")
+    c = load_file(tmp_path / "fresh" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-9, rtol=0)
+    assert max(float((c[k] - a[k]).abs().max()) for k in a) > 0.01
+    saved = json.loads((tmp_path / "next" / "config.json").read_text())["train"]
+    assert saved["init_from"] == str(src) and saved["task_params"]["T"] == 30
+
+
+def test_init_from_bad_input_writes_nothing(tmp_path, capsys):
+    from lstmkit.cli import main
+
+    src = tmp_path / "src"
+    _adding_run(src, 12)
+    base = ["train", "adding", "--length", "12", "--max-steps", "1", "--quiet"]
+    rc = main([*base, "--hidden-size", "16", "--init-from", str(src), "--out", str(tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "the run's model differs from this one" in err and "(1, 8)" in err
+    assert not (tmp_path / "a").exists()
+    rc = main([*base, "--init-from", str(tmp_path / "nothing"), "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not a run folder" in err and err.count("\n") == 1
+    assert not (tmp_path / "b").exists()

@@ -67,6 +67,7 @@ TRAIN_FLAGS = (
     "clip_mode",
     "schedule",
     "warmup",
+    "init_from",
     "max_steps",
     "max_time",
     "eval_every",
@@ -352,8 +353,17 @@ def _add_train_options(p: argparse.ArgumentParser, task: str | None = None) -> N
     g.add_argument(
         "--clip-mode", choices=("norm", "value"), help="clip the gradient's global norm or each of its values"
     )
-    g.add_argument("--schedule", choices=("constant", "cosine"), help="learning-rate schedule")
+    g.add_argument(
+        "--schedule",
+        choices=("constant", "cosine"),
+        help="learning rate: constant, or cosine down to lr/20 over the step or time budget",
+    )
     g.add_argument("--warmup", type=int, help="linear warm-up steps")
+    g.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="start from RUN's weights (same model; e.g. a curriculum: train at a short length, then longer)",
+    )
     g.add_argument(
         "--max-steps", type=int, help="step budget; with --max-time too, whichever ends first (default 2000 if neither)"
     )

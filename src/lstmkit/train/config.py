@@ -68,6 +68,8 @@ class TrainConfig:
     clip: float = 1.0
     # "norm": scale the gradient to global norm <= clip; "value": clamp each entry to [-clip, clip]
     clip_mode: Literal["norm", "value"] = "norm"
+    # "cosine": from lr down to lr/20 over the budget (the step budget, or with max_time the elapsed
+    # training time, whichever is further spent)
     schedule: Literal["constant", "cosine"] = "constant"
     warmup: int = 0
     # The budget: training stops at whichever given budget ends first. Give either or both; with
@@ -84,6 +86,10 @@ class TrainConfig:
     # stretch in consecutive windows, the state carried (detached) between steps; validation adds the
     # state-carried figure (see TextTask.stream_batch and lstmkit.train.evaluate.evaluate_carried)
     stateful: bool = False
+    # start from the weights of another run folder (its model.safetensors) instead of a fresh
+    # initialisation: fine-tuning, or a curriculum whose stages each start where the last ended. The
+    # model built from this config must have the same parameters; the optimizer starts afresh.
+    init_from: str | None = None
     log_every: int = 50
 
     def __post_init__(self) -> None:
@@ -119,10 +125,10 @@ class TrainConfig:
             raise InputError(f"train config: clip_mode must be 'norm' or 'value', got {self.clip_mode!r}")
         if not isinstance(self.stateful, bool):
             raise InputError(f"train config: stateful must be true or false, got {self.stateful!r}")
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            raise InputError(f"train config: init_from must be a run folder's path, got {self.init_from!r}")
         if self.schedule not in ("constant", "cosine"):
             raise InputError(f"train config: schedule must be 'constant' or 'cosine', got {self.schedule!r}")
-        if self.schedule == "cosine" and self.max_steps is None:
-            raise InputError("train config: the cosine schedule decays over max_steps: give a step budget too")
         if self.arch not in ("lstm", "gru", "rnn"):
             raise InputError(f"train config: arch must be lstm, gru or rnn, got {self.arch!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:

@@ -66,15 +66,35 @@ class TrainResult:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _lr_lambda(cfg: TrainConfig) -> Any:
+def _lr_lambda(cfg: TrainConfig, spent_time: list[float]) -> Any:
+    """The learning-rate factor at a step: linear warm-up, then constant or cosine from 1 to 0.05 over
+    the budget. ``spent_time[0]`` is the share of the time budget used (the loop sets it before each
+    scheduler step), so that a time budget alone also has an end to decay towards."""
+
     def f(step: int) -> float:
         w = 1.0 if cfg.warmup <= 0 else min(1.0, (step + 1) / cfg.warmup)
         if cfg.schedule == "cosine":
-            progress = min(1.0, step / max(1, cfg.max_steps or 1))  # cosine needs max_steps (TrainConfig)
+            progress = step / cfg.max_steps if cfg.max_steps else 0.0
+            progress = min(1.0, max(progress, spent_time[0]))
             return w * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
         return w
 
     return f
+
+
+def _init_from(model: nn.Module, src: Path) -> None:
+    """Fill a new run's ``model`` with the weights of the run folder ``src`` (TrainConfig.init_from)."""
+    if not (src / "model.safetensors").is_file() or not (src / "config.json").is_file():
+        raise InputError(
+            f"--init-from {src}: not a run folder (no model.safetensors and config.json); give a trained run's folder"
+        )
+    saved = runfolder.read_json(src / "config.json", "the run's config")
+    try:
+        runfolder.load_weights(model, src / "model.safetensors", saved)  # type: ignore[arg-type]
+    except RunError as e:
+        raise InputError(
+            f"--init-from {src}: the run's model differs from this one ({e}); use the same model options"
+        ) from None
 
 
 def _better(a: float, b: float | None, higher: bool) -> bool:
@@ -157,6 +177,15 @@ def _flag_all(flag: bool, world: int) -> bool:
     return bool(t.item() > 0)
 
 
+def _max_all(value: float, world: int) -> float:
+    """The largest of the ranks' values (so that every rank's learning rate is the same)."""
+    if world == 1:
+        return value
+    t = torch.tensor([value])
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return float(t.item())
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -205,8 +234,11 @@ def train(
         task.stream_windows(cfg.batch_size)  # type: ignore[attr-defined]  # checks that each row gets a window
     mcfg = model_config_for(cfg, task)
     model = build_model(mcfg)
+    if cfg.init_from is not None and not resume:
+        _init_from(model, Path(cfg.init_from))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    spent_time = [0.0]  # the share of the time budget used, for the cosine schedule
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, spent_time))
     rng = np.random.default_rng(cfg.seed)
     step = 0
     best: float | None = None
@@ -299,6 +331,8 @@ def train(
         else:
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
+        if cfg.max_time is not None and cfg.schedule == "cosine":
+            spent_time[0] = _max_all((elapsed + time.perf_counter() - t_start) / cfg.max_time, world)
         sched.step()
         step += 1
         last_loss = float(loss.item())
