@@ -391,3 +391,69 @@ def test_int8_and_the_numpy_runtime_forecast_the_same(fc_run: Path, tmp_path: Pa
         q_out = task.to_values(q.model(batch.x), batch, spread=1.0)
     scale = np.abs(ref).mean()
     assert np.abs(q_out - ref).mean() < 0.02 * scale  # int8 weights: within 2% of the forecasts' size
+
+
+# ----------------------------------------------------------------------------- rolling calibration
+
+
+def fixed_band(task: ForecastTask, c: float = 1.0):  # median = the reference, outer quantiles +-c (window scale)
+    def predict(b: Batch) -> torch.Tensor:
+        out = torch.zeros(len(b), b.x.shape[1], task.output_size)
+        out[:, task.window :, :] = torch.tensor([-c, 0.0, c])
+        return out
+
+    return predict
+
+
+def test_rolling_calibration_by_hand(tmp_path: Path) -> None:
+    """Two series of noise around a level whose noise grows fivefold in the test period: each test window's
+    interval is stretched by the conformal quantile of the needs of the validation targets and of its
+    own series' test targets that lie before its origin (computed here target by target), so the
+    windows' spreads grow through the test period, and the metrics use them."""
+    rng = np.random.default_rng(5)
+    n, h, bt = 90, 3, 8
+    frames = []
+    for k in range(2):
+        y = 50 + rng.normal(size=n) * np.where(np.arange(n) >= n - h - bt + 1, 5.0, 1.0)
+        frames.append(monthly(y).assign(id=f"s{k}"))
+    task = make_task("csv", csv=write(tmp_path, pd.concat(frames)), target="y", date="date", id="id", season=1,
+                     horizon=h, window=8, backtest=bt, scaling="mean")  # fmt: skip
+    predict = fixed_band(task, 0.02)  # the window's scale is its mean, about 50: a band of about +-1
+    m = task.evaluate(predict, "test")
+
+    def need(s, e: int, k: int) -> float:  # the stretch target k of origin e needs, in units of the half band
+        b = task._windows(np.array([s]), np.array([e]))
+        scale, ref = float(b.meta["scale"][0]), float(b.meta["ref"][0, k])
+        med = ref * scale + float(b.meta["loc"][0])
+        return abs(task.panel.series[s].y[e + k] - med) / (0.02 * scale)
+
+    val_f = [need(s, int(e), k) for s, o in enumerate(task.origins("val")) for e in o for k in range(h)]
+    n_val = sum(len(o) for o in task.origins("val"))
+    covered = total = 0
+    spreads = []
+    for s, origins in enumerate(task.origins("test")):
+        for e in origins:
+            f = list(val_f)
+            done = 0
+            for e2 in origins:
+                f += [need(s, int(e2), k) for k in range(h) if e2 + k < e]
+                done += int(e2 + h <= e)
+            want = float(np.clip(np.quantile(f, min(1.0, 0.8 * (1 + 1 / (n_val + done)))), 0.25, 10.0))
+            b = task._windows(np.array([s]), np.array([e]))
+            got = task.to_values(predict(b), b)[0]  # (h, Q)
+            half = (got[:, -1] - got[:, 0]) / 2 / (0.02 * float(b.meta["scale"][0]))
+            np.testing.assert_allclose(half, want, rtol=1e-9)
+            spreads.append(want)
+            true = task.panel.series[s].y[e : e + h]
+            covered += int(((true >= got[:, 0]) & (true <= got[:, -1])).sum())
+            total += h
+    assert m["coverage"] == pytest.approx(covered / total)
+    # the noise grew: the last windows' intervals are wider than the first ones' (calibrated on validation)
+    assert spreads[bt - 1] > 1.3 * spreads[0] and spreads[-1] > 1.3 * spreads[bt], spreads
+    # the future's intervals use every target the data holds (validation and all test windows)
+    future_f = val_f + [need(s, int(e), k) for s, o in enumerate(task.origins("test")) for e in o for k in range(h)]
+    want = float(np.quantile(future_f, 0.8 * (1 + 1 / (n_val + 2 * bt))))
+    fc = task.forecast_frame(predict)
+    b = task.future_batch()
+    half = (fc["q0.9"].to_numpy() - fc["q0.1"].to_numpy()) / 2 / (0.02 * np.repeat(b.meta["scale"].numpy(), h))
+    np.testing.assert_allclose(half, want, rtol=1e-6)

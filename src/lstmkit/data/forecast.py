@@ -53,6 +53,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from . import intervals
 from .base import Batch, DataError, Split, Task, check_choice, check_int
 from .season import seasonal_period
 from .series import Panel, Series, calendar_features, calendar_names, read_panel
@@ -289,7 +290,9 @@ class ForecastTask(Task):
                 "sha256": digest,
             },
         )
-        self.spread = 1.0
+        self.spread = 1.0  # the intervals' spread (calibrate)
+        self._window_spread: dict[tuple[int, int], float] = {}  # (series, origin) -> spread (calibrate_backtest)
+        self._val_need = np.zeros((0, self.horizon))
         self.spread_calibrated: float | None = None
         self.normaliser = self.normaliser_dict()
 
@@ -452,14 +455,20 @@ class ForecastTask(Task):
 
     def to_values(self, output: torch.Tensor | np.ndarray, batch: Batch, spread: float | None = None) -> np.ndarray:
         """Model outputs -> (B, horizon, Q) forecasts in the target's units, quantiles sorted and their
-        distances from the median multiplied by `spread` (default: the calibrated ``self.spread``)."""
-        spread = self.spread if spread is None else spread
+        distances from the median multiplied by `spread` (default: the calibrated spread: each
+        backtest window's own after ``calibrate_backtest``, else ``self.spread``)."""
         out = output.detach().double().cpu().numpy() if isinstance(output, torch.Tensor) else np.asarray(output)
         out = out[:, self.window :, :] + batch.meta["ref"].numpy()[:, :, None]
         out = np.sort(out, axis=-1)  # no crossing quantiles
-        if spread != 1.0:
+        if spread is None:
+            keys = zip(batch.meta["series"].tolist(), batch.meta["origin"].tolist())
+            f = np.array([self._window_spread.get(k, self.spread) for k in keys]) if self._window_spread else None
+            f = np.full(len(out), self.spread) if f is None else f
+        else:
+            f = np.full(len(out), float(spread))
+        if np.any(f != 1.0):
             med = out[..., self.median_index : self.median_index + 1]
-            out = med + spread * (out - med)
+            out = med + f[:, None, None] * (out - med)
         return out * batch.meta["scale"].numpy()[:, None, None] + batch.meta["loc"].numpy()[:, None, None]
 
     def _batch_sums(self, output: torch.Tensor, batch: Batch) -> dict[str, float]:
@@ -498,13 +507,27 @@ class ForecastTask(Task):
     def evaluate(
         self, predict: Callable[[Batch], torch.Tensor], split: Split, batch_size: int = 256
     ) -> dict[str, float]:
-        """Metrics of `predict` on `split`; for the test split the intervals are first calibrated on the
-        validation origins (``calibrate``), as split conformal prediction does."""
+        """Metrics of `predict` on `split`; for the test split the intervals are first calibrated
+        (``calibrate_backtest``: on the validation origins and the test targets before each origin)."""
         if split == "test":
-            self.calibrate(predict, batch_size)
+            self.calibrate_backtest(predict, batch_size)
         else:
-            self.spread = 1.0
+            self.uncalibrate()
         return super().evaluate(predict, split, batch_size)
+
+    def uncalibrate(self) -> None:
+        """The model's own quantiles (spread 1), as validation scores them."""
+        self.spread, self._window_spread = 1.0, {}
+
+    def _needs(self, predict: Callable[[Batch], torch.Tensor], split: Split, batch_size: int) -> tuple[np.ndarray, ...]:
+        """(series, origin, needs (B, h)) of every window of `split` (lstmkit.data.intervals.needs)."""
+        rows = []
+        with torch.no_grad():
+            for batch in self.eval_batches(split, batch_size):
+                pred = self.to_values(predict(batch).detach().float().cpu(), batch, spread=1.0)
+                f = intervals.needs(pred, batch.meta["true"].numpy(), self.median_index)
+                rows.append((batch.meta["series"].numpy(), batch.meta["origin"].numpy(), f))
+        return tuple(np.concatenate([r[k] for r in rows]) for k in range(3))
 
     def calibrate(self, predict: Callable[[Batch], torch.Tensor], batch_size: int = 256) -> float:
         """Set ``self.spread``: the factor on the quantiles' distances from the median that makes the
@@ -512,29 +535,30 @@ class ForecastTask(Task):
 
         Quantiles trained on the windows the model has fitted come out too narrow or too wide on new
         data; the validation origins lie after every training target, so they measure the real
-        spread. Each validation target needs a factor f_i to fall inside the interval (its distance
-        from the median over the interval's half on its side); the spread is the nominal-share
-        quantile of the f_i (linear interpolation), kept within [0.25, 10]: split conformal
-        prediction, with its finite-sample correction counted in origins (n validation windows: the
-        level nominal * (1 + 1/n), at most 1), since the steps of one window share their errors.
-        1 when the quantiles are only the median.
+        spread: split conformal prediction (:mod:`lstmkit.data.intervals`), with its finite-sample
+        correction counted in windows. 1 when the quantiles are only the median.
         """
-        self.spread = 1.0
+        self.uncalibrate()
         if len(self.quantiles) < 2:
             return 1.0
-        need = []
-        with torch.no_grad():
-            for batch in self.eval_batches("val", batch_size):
-                pred = self.to_values(predict(batch).detach().float().cpu(), batch, spread=1.0)
-                med = pred[..., self.median_index]
-                dy = batch.meta["true"].numpy() - med
-                half = np.where(dy >= 0, pred[..., -1] - med, med - pred[..., 0])
-                need.append(np.abs(dy) / np.maximum(half, EPS * (1.0 + np.abs(med))))
-        f = np.concatenate(need)
-        nominal = self.quantiles[-1] - self.quantiles[0]
-        level = min(1.0, nominal * (1.0 + 1.0 / len(f)))  # len(f): validation windows
-        self.spread = float(np.clip(np.quantile(f.ravel(), level), 0.25, 10.0))
+        _, _, self._val_need = self._needs(predict, "val", batch_size)
+        self.spread = intervals.spread(self._val_need, len(self._val_need), self._nominal)
         return self.spread
+
+    def calibrate_backtest(self, predict: Callable[[Batch], torch.Tensor], batch_size: int = 256) -> None:
+        """Rolling calibration of the test windows: each window's spread from the validation targets
+        and the test targets of its series observed before its origin (``intervals.rolling_spreads``),
+        as a forecaster re-calibrating with each new observation would have had it."""
+        self.calibrate(predict, batch_size)
+        if len(self.quantiles) < 2:
+            return
+        series, origin, need = self._needs(predict, "test", batch_size)
+        f = intervals.rolling_spreads(self._val_need, len(self._val_need), series, origin, need, self._nominal)
+        self._window_spread = {(int(k), int(o)): float(v) for k, o, v in zip(series, origin, f)}
+
+    @property
+    def _nominal(self) -> float:
+        return self.quantiles[-1] - self.quantiles[0]
 
     def forecast_frame(
         self,
@@ -565,8 +589,12 @@ class ForecastTask(Task):
                 f"period ({', '.join(self.panel.future_features)} filled, target empty) via --csv"
             )
         batch = self.future_batch(panel, future)
-        if self.spread_calibrated is None:
+        if self.spread_calibrated is None:  # every target the data holds: validation and test windows
             self.calibrate(predict)
+            if len(self.quantiles) >= 2:
+                test_need = self._needs(predict, "test", 256)[2]
+                need = np.concatenate([self._val_need.ravel(), test_need.ravel()])
+                self.spread = intervals.spread(need, len(self._val_need) + len(test_need), self._nominal)
             self.spread_calibrated = self.spread
         with torch.no_grad():
             vals = self.to_values(predict(batch).detach().float().cpu(), batch)[:, :h, :]

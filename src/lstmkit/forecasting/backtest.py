@@ -86,9 +86,9 @@ def model_forecasts(task: ForecastTask, model: torch.nn.Module, split: str = "te
     model.eval()
     with torch.no_grad():
         if split == "test":
-            task.calibrate(predict)
+            task.calibrate_backtest(predict)
         else:
-            task.spread = 1.0
+            task.uncalibrate()
         chunks = []
         for batch in task.eval_batches(split, 256):  # type: ignore[arg-type]
             chunks.append((batch.meta["series"].numpy(), task.to_values(predict(batch), batch)))
