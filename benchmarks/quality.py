@@ -315,6 +315,8 @@ def curriculum(b: Bench, task: str) -> None:
     lengths = [T for T in spec["lengths"] if T <= t_final]
     budget = 60 * float(LONG["minutes"] or 30)
     variants = {"chrono_init": float(lengths[-1])} if arch == "lstm" else {}
+    given = dict(LONG["params"])  # e.g. schedule=cosine: each stage decays over the time left
+    tag = "".join(f", {k} {v}" for k, v in given.items())
     t0, prev, seen = time.perf_counter(), None, 0
     for T in lengths:
         left = budget - (time.perf_counter() - t0)
@@ -327,9 +329,9 @@ def curriculum(b: Bench, task: str) -> None:
             TrainConfig(
                 task=task, task_params={"T": T, "n_val": 500}, arch=arch, hidden_size=128, batch_size=50,
                 lr=1e-3, weight_decay=0.0, max_steps=10_000_000, max_time=left, eval_every=100, patience=0,
-                target=spec["target"](T), variants=variants, init_from=prev,
+                target=spec["target"](T), variants=variants, init_from=prev, **given,
             ),
-            note=f"issue 21: curriculum {lengths} within {budget / 60:g} min in all, stage T = {T} "
+            note=f"issue 21: curriculum {lengths} within {budget / 60:g} min in all{tag}, stage T = {T} "
             f"from {prev or 'a fresh ' + ('chrono' if variants else 'torch') + ' init'}; solved = {spec['solved']}; "
             f"{time.perf_counter() - t0 + 0:.0f} s of the budget used before this stage, "
             f"{seen} sequences before it",
@@ -415,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stateful", action="store_true", help="text: stateful training (truncated BPTT)")
     p.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE",
-        help="text: a TrainConfig field instead of the task's default (e.g. num_layers=2, schedule=cosine)",
+        help="text, adding-/copy-curriculum: a TrainConfig field instead of the experiment's (e.g. schedule=cosine)",
     )  # fmt: skip
     a = p.parse_args(argv)
     params = {}
