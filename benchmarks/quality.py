@@ -271,7 +271,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "chrono": {"variants": {"chrono_init": "T"}},
     "chrono-value": {"variants": {"chrono_init": "T"}, "clip_mode": "value", "clip": 1.0},
 }
-LONG: dict[str, Any] = {"T": 1000, "minutes": None, "recipe": "chrono", "arch": "lstm", "stateful": False, "params": {}}
+LONG: dict[str, Any] = {
+    "T": 1000, "minutes": None, "recipe": "chrono", "arch": "lstm", "stateful": False, "params": {}, "tag": ""
+}  # fmt: skip
 
 
 def adding_long(b: Bench) -> None:
@@ -314,16 +316,16 @@ def curriculum(b: Bench, task: str) -> None:
     arch, t_final = str(LONG["arch"]), int(LONG["T"])
     lengths = [T for T in spec["lengths"] if T <= t_final]
     budget = 60 * float(LONG["minutes"] or 30)
-    variants = {"chrono_init": float(lengths[-1])} if arch == "lstm" else {}
     given = dict(LONG["params"])  # e.g. schedule=cosine: each stage decays over the time left
     tag = "".join(f", {k} {v}" for k, v in given.items())
+    variants = given.pop("variants", {"chrono_init": float(lengths[-1])} if arch == "lstm" else {})
     t0, prev, seen = time.perf_counter(), None, 0
     for T in lengths:
         left = budget - (time.perf_counter() - t0)
         if left < 10:
             print(f"{task} curriculum: out of time before T = {T}", flush=True)
             break
-        name = f"{task}-curriculum-{arch}-T{T}"
+        name = f"{task}-curriculum-{arch}{LONG['tag']}-T{T}"
         rec = b.run(
             name,
             TrainConfig(
@@ -419,14 +421,15 @@ def main(argv: list[str] | None = None) -> int:
         "--param", action="append", default=[], metavar="KEY=VALUE",
         help="text, adding-/copy-curriculum: a TrainConfig field instead of the experiment's (e.g. schedule=cosine)",
     )  # fmt: skip
+    p.add_argument("--tag", default="", help="adding-/copy-curriculum: a suffix of the run names (e.g. -torchinit)")
     a = p.parse_args(argv)
     params = {}
     for kv in a.param:
         k, sep, v = kv.partition("=")
         if not sep or k not in {f.name for f in dataclasses.fields(TrainConfig)}:
             p.error(f"--param takes KEY=VALUE with KEY a TrainConfig field, got {kv!r}")
-        params[k] = json.loads(v) if v[:1].isdigit() or v in ("true", "false") else v
-    LONG.update(T=a.T, minutes=a.minutes, recipe=a.recipe, arch=a.arch, stateful=a.stateful, params=params)
+        params[k] = json.loads(v) if v[:1].isdigit() or v[:1] == "{" or v in ("true", "false") else v
+    LONG.update(T=a.T, minutes=a.minutes, recipe=a.recipe, arch=a.arch, stateful=a.stateful, params=params, tag=a.tag)
     if a.table:
         print(table(Path(a.out)))
         return 0
