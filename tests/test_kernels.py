@@ -675,6 +675,9 @@ def test_pooled_buffers_are_reused_only_when_free(kern: None) -> None:
     params = [p["weight_ih_l0"], p["weight_hh_l0"], p["bias_ih_l0"], p["bias_hh_l0"]]
     zeros = torch.zeros(B, H)
     x1, x2 = torch.randn(T, B, I), torch.randn(T, B, I)
+    # what earlier tests left pooled and still referenced (after tests/test_export_compile.py's compiled
+    # training one 400 KB buffer, the size of its input's gradient, stays referenced from outside Python)
+    base = K.release_buffers()
     with torch.no_grad():
         y1 = K.fused_layer(x1, zeros, zeros, *params)[0]
         y2 = K.fused_layer(x2, zeros, zeros, *params)[0]
@@ -693,13 +696,13 @@ def test_pooled_buffers_are_reused_only_when_free(kern: None) -> None:
     pooled = K.buffer_bytes()
     # the gates (saved for backward) and the gate gradients are alive together; the input
     # projection's buffer is free again after the forward and may serve the gate gradients
-    assert pooled >= 2 * T * B * 4 * H * 4
+    assert pooled - base >= 2 * T * B * 4 * H * 4
     for _ in range(3):
         got = step(x1)
     assert K.buffer_bytes() == pooled, "a steady loop should reuse its buffers, not add new ones"
     assert_close(got, list(g_ref), ["dw_ih", "dw_hh", "db_ih", "db_hh"], rtol=1e-4)
-    assert K.release_buffers() == 0
-    assert K.buffer_bytes() == 0
+    assert K.release_buffers() == base
+    assert K.buffer_bytes() == base
 
 
 @needs_kernels
