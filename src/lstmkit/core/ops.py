@@ -110,7 +110,7 @@ def _storage_start(t: Tensor) -> int:
     storage a Python object that keeps it referenced for as long as it lives, and the kernels'
     buffer pool reuses a buffer only when nothing else references it (measured: every compiled call
     then took fresh buffers, 0.8-1.6 MB a step at train-small, and ran slower than eager)."""
-    return t.data_ptr() - t.storage_offset() * t.element_size()
+    return int(t.data_ptr() - t.storage_offset() * t.element_size())
 
 
 def _plain(t: Tensor) -> Tensor:
