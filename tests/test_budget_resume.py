@@ -155,7 +155,11 @@ def test_interrupt_names_the_command_that_continues(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": SRC, "LSTMKIT_NO_KERNELS": "1"}
     cli = [sys.executable, "-m", "lstmkit.cli"]
     args = ["train", "mystery", *tiny_mystery_args(), "--max-steps", "150", "--eval-every", "5", "--out", str(run)]
-    proc = subprocess.Popen([*cli, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell's background job (`make test &`) ignores SIGINT, and a child inherits that: give it the default
+    proc = subprocess.Popen(
+        [*cli, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     deadline = time.monotonic() + 240
     while not (run / "train_state.json").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
