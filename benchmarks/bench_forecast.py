@@ -12,12 +12,14 @@ horizon, coverage in 70-90%, training time per series.
 ``--global`` also trains one model over 1,000 synthetic series of 200 points and compares its
 accuracy on a sample of them with separate models per series.
 
-    python benchmarks/bench_forecast.py [--only airpassengers,goog] [--param scaling=revin] [--global] [--quick]
+    python benchmarks/bench_forecast.py [--only airpassengers,goog] [--param scaling=revin] [--seeds 3]
+                                        [--global] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import tempfile
@@ -65,15 +67,21 @@ def cpu_name() -> str:
 
 
 def run_case(
-    name: str, h: int, work: Path, max_steps: int | None, extra: dict[str, str] | None = None
+    name: str,
+    h: int,
+    work: Path,
+    max_steps: int | None,
+    extra: dict[str, str] | None = None,
+    seed: int = 0,
+    train_kw: dict[str, object] | None = None,
 ) -> dict[str, object]:
     df = load_series(name)
     csv = work / f"{name}.csv"
     df.to_csv(csv, index=False)
     params = {"csv": str(csv), "target": "y", "date": "date", "horizon": h, "backtest": 12, **(extra or {})}
-    kw = {} if max_steps is None else {"max_steps": max_steps}
-    cfg = TrainConfig.for_task("csv", task_params=params, **kw)  # what `lstmkit train csv` uses
-    out = work / f"run-{name}-{h}"
+    kw: dict[str, object] = dict(train_kw or {}) if max_steps is None else {**(train_kw or {}), "max_steps": max_steps}
+    cfg = TrainConfig.for_task("csv", task_params=params, seed=seed, **kw)  # what `lstmkit train csv` uses
+    out = work / f"run-{name}-{h}-{seed}"
     secs = train(cfg, out, progress=False).elapsed  # training only (a first kernel build is not counted)
     run = load_run(out)
     scores = backtest(run, arima=True).scores()
@@ -146,13 +154,26 @@ def main() -> None:
     ap.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE", help="a csv task parameter (e.g. scaling=revin)"
     )
+    ap.add_argument(
+        "--train", action="append", default=[], metavar="KEY=VALUE", help="a TrainConfig field (e.g. ema=0.99)"
+    )
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="train each case with seeds 0..N-1 and score the mean MAE (seeds move a short series' MAE by about 10%%)",
+    )
     ap.add_argument("--global", dest="global_", action="store_true", help="the 1,000-series global model too")
     ap.add_argument("--global-only", action="store_true")
     ap.add_argument("--global-series", type=int, default=1000)
     ap.add_argument("--global-sample", type=int, default=10)
     ap.add_argument("--global-time", type=float, default=300.0)
     args = ap.parse_args()
-    print(f"machine: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads {args.param or ''}")
+    train_kw = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.train)}
+    print(
+        f"machine: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads "
+        f"{args.param or ''}{args.train or ''}"
+    )
     names = args.only.split(",") if args.only else list(SERIES)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,13 +183,21 @@ def main() -> None:
                 season = SERIES[name][2]
                 for h in (1, season if season > 1 else 8):
                     extra = dict(kv.split("=", 1) for kv in args.param)
-                    r = run_case(name, h, work, 200 if args.quick else None, extra)
+                    runs = [
+                        run_case(name, h, work, 200 if args.quick else None, extra, s, train_kw)
+                        for s in range(args.seeds)
+                    ]
+                    r = dict(runs[0])
+                    for k in ("lstmkit", "coverage", "train_s", "mase"):
+                        r[k] = float(np.mean([x[k] for x in runs]))  # type: ignore[arg-type]
                     rows.append(r)
+                    each = " ".join(f"{x['lstmkit']:.4g}" for x in runs)
+                    spread = f" seeds {each}" if args.seeds > 1 else ""
                     print(
                         f"{name:<14} h={h:<3} m={r['season']:<3} lstmkit {r['lstmkit']:<10.4g} "
                         f"naive {r['naive']:<10.4g} snaive {r['seasonal_naive']:<10.4g} "
                         f"ets {r['autoets']:<10.4g} arima {r['autoarima']:<10.4g} "
-                        f"cov80 {r['coverage']:.2f} (ets {r['ets_coverage']:.2f})  train {r['train_s']:.0f} s",
+                        f"cov80 {r['coverage']:.2f} (ets {r['ets_coverage']:.2f})  train {r['train_s']:.0f} s{spread}",
                         flush=True,
                     )
             df = pd.DataFrame(rows)

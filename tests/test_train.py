@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 import lstmkit
 from lstmkit.data import make_task
+from lstmkit.errors import InputError
 from lstmkit.models import ModelConfig, build_model
 from lstmkit.train import RunError, TrainConfig, TrainingStopped, load_run, resume, train
 
@@ -89,6 +90,47 @@ def test_same_seed_same_weights_and_exact_resume(tmp_path):
     train(_cfg(seed=1), tmp_path / "d", progress=False)
     wd = _last_ckpt_model(tmp_path / "d")
     assert not all(torch.equal(wa[k], wd[k]) for k in wa)
+
+
+def _ckpt(run: Path, prefix: str) -> dict[str, torch.Tensor]:
+    info = json.loads((run / "train_state.json").read_text())
+    t = load_file(str(run / info["checkpoint"]))
+    return {k[len(prefix) :]: v for k, v in t.items() if k.startswith(prefix)}
+
+
+def test_ema_is_the_moving_average_of_the_trained_weights_and_resumes_exactly(tmp_path):
+    """ema = d: after step k the average is a_k = d * a_(k-1) + (1 - d) * w_k, w_k the weights the
+    optimizer left (the same as a run without ema: the average does not change training); the
+    validated and saved weights are the average; a resumed run continues it bit for bit."""
+    d = 0.6
+    raw = {}
+    for n in (1, 2, 3):  # runs without ema, stopped after n steps: w_n
+        train(_cfg(max_steps=n, eval_every=n), tmp_path / f"raw{n}", progress=False)
+        raw[n] = _ckpt(tmp_path / f"raw{n}", "model.")
+    avg = {}
+    for n in (1, 3):
+        train(_cfg(max_steps=n, eval_every=n, ema=d), tmp_path / f"ema{n}", progress=False)
+        avg[n] = _ckpt(tmp_path / f"ema{n}", "ema.")
+        # training itself is unchanged by the average
+        assert all(torch.equal(v, raw[n][k]) for k, v in _ckpt(tmp_path / f"ema{n}", "model.").items())
+        # one evaluation, at the end: the saved weights are the average
+        saved = _weights(tmp_path / f"ema{n}")
+        assert all(torch.equal(saved[k], avg[n][k]) for k in saved)
+    for k in raw[1]:
+        a0 = (avg[1][k] - (1 - d) * raw[1][k]) / d  # the start, from the first step's average
+        want = a0
+        for n in (1, 2, 3):
+            want = d * want + (1 - d) * raw[n][k]
+        torch.testing.assert_close(avg[3][k], want, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(avg[3][k], raw[3][k])  # the average is not the last weights
+    # exact resume: 10 steps, then on to 30, against 30 straight
+    train(_cfg(ema=0.9), tmp_path / "straight", progress=False)
+    train(_cfg(ema=0.9, max_steps=10), tmp_path / "resumed", progress=False)
+    resume(tmp_path / "resumed", max_steps=30, progress=False)
+    a, b = _ckpt(tmp_path / "straight", "ema."), _ckpt(tmp_path / "resumed", "ema.")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(InputError, match="ema must be a decay in"):
+        _cfg(ema=1.0)
 
 
 def test_refuses_to_overwrite_a_run(tmp_path):

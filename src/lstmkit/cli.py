@@ -67,6 +67,7 @@ TRAIN_FLAGS = (
     "clip_mode",
     "schedule",
     "warmup",
+    "ema",
     "init_from",
     "max_steps",
     "max_time",
@@ -359,6 +360,12 @@ def _add_train_options(p: argparse.ArgumentParser, task: str | None = None) -> N
         help="learning rate: constant, or cosine down to lr/20 over the step or time budget",
     )
     g.add_argument("--warmup", type=int, help="linear warm-up steps")
+    g.add_argument(
+        "--ema",
+        type=float,
+        metavar="DECAY",
+        help="validate, save and test a moving average of the weights (decay per step, e.g. 0.99; 0 = off)",
+    )
     g.add_argument(
         "--init-from",
         metavar="RUN",

@@ -20,6 +20,7 @@ them beside the windowed ones.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -153,6 +154,19 @@ def _state_from(tensors: dict[str, torch.Tensor]) -> Any:
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
+def _average_tensors(average: nn.Module | None) -> dict[str, torch.Tensor]:
+    """The averaged weights (TrainConfig.ema) as named tensors for the checkpoint."""
+    if average is None:
+        return {}
+    return {f"ema.{k}": v for k, v in average.state_dict().items()}
+
+
+def _average_from(average: nn.Module, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """The averaged weights back from a checkpoint (one written without ema: the restored ``model``'s)."""
+    got = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
+    average.load_state_dict(got if got else model.state_dict())
+
+
 def _validate(model: nn.Module, task: Any, split: Any, cfg: TrainConfig, carried: bool) -> dict[str, float]:
     """The windowed metrics, plus the state-carried ones (``nats_carried``…) when ``carried`` and
     the task has them."""
@@ -237,6 +251,9 @@ def train(
     if cfg.init_from is not None and not resume:
         _init_from(model, Path(cfg.init_from))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # TrainConfig.ema: the averaged weights are the ones validated, saved and tested
+    average = copy.deepcopy(model).requires_grad_(False) if cfg.ema else None
+    scored = average if average is not None else model
     spent_time = [0.0]  # the share of the time budget used, for the cosine schedule
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, spent_time))
     rng = np.random.default_rng(cfg.seed)
@@ -250,6 +267,8 @@ def train(
     if resume:
         info, tensors = load_checkpoint(run_dir)
         step = restore_checkpoint(info, tensors, model, opt, sched, rng)
+        if average is not None:
+            _average_from(average, model, tensors)
         if cfg.stateful:
             carry = _state_from(tensors)
         best, best_step, bad_evals = info.get("best"), int(info.get("best_step", 0)), int(info.get("bad_evals", 0))
@@ -331,6 +350,10 @@ def train(
         else:
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
+        if average is not None:
+            with torch.no_grad():
+                for a, p in zip(average.parameters(), model.parameters()):
+                    a.lerp_(p, 1.0 - cfg.ema)
         if cfg.max_time is not None and cfg.schedule == "cosine":
             spent_time[0] = _max_all((elapsed + time.perf_counter() - t_start) / cfg.max_time, world)
         sched.step()
@@ -356,14 +379,14 @@ def train(
         if stop_now:
             stopped = "max_steps" if out_of_steps else "max_time"
         if do_eval:
-            val = _validate(model, task, "val", cfg, cfg.stateful)
+            val = _validate(scored, task, "val", cfg, cfg.stateful)
             rec = {"step": step, "split": "val", **val, "time": elapsed + time.perf_counter() - t_start}
             pending.append(rec)
             score = val[metric]
             if _better(score, best, higher):
                 best, best_step, bad_evals = score, step, 0
                 if is_main:
-                    runfolder.save_weights(run_dir, model, step)
+                    runfolder.save_weights(run_dir, scored, step)
             else:
                 bad_evals += 1
             say(f"step {step}: val {metric} {score:.4f} (best {best:.4f} at step {best_step})")
@@ -374,7 +397,8 @@ def train(
         if is_main and (do_eval or step % ckpt_every == 0):
             runfolder.append_metrics(run_dir, pending)
             pending = []
-            save_checkpoint(run_dir, step, model, opt, sched, rng, extra_state(), _state_tensors(carry))
+            kept = {**_state_tensors(carry), **_average_tensors(average)}
+            save_checkpoint(run_dir, step, model, opt, sched, rng, extra_state(), kept)
         if stop_now:
             break
     assert stopped is not None
