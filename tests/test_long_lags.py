@@ -247,7 +247,7 @@ def test_stateful_needs_a_stream_task(tmp_path):
     cfg = TrainConfig(
         task="adding", task_params={"T": 12, "n_val": 16, "n_test": 16}, hidden_size=8, max_steps=2, stateful=True
     )
-    with pytest.raises(InputError, match="drop --stateful"):
+    with pytest.raises(InputError, match="pass --no-stateful"):
         train(cfg, tmp_path / "r", progress=False)
     assert not (tmp_path / "r" / "config.json").exists()
 

@@ -27,7 +27,10 @@ def test_default_text_run_is_the_benchmarked_model():
     from lstmkit.train.config import model_config_for
 
     cfg = _train_config(build_parser(["train", "text"]).parse_args(["train", "text"]))
-    assert (cfg.hidden_size, cfg.embedding_size, cfg.batch_size, cfg.lr) == (512, 64, 32, 2e-3)
+    assert (cfg.hidden_size, cfg.embedding_size, cfg.batch_size, cfg.lr) == (512, 64, 32, 4e-3)
+    assert cfg.stateful and cfg.schedule == "cosine"  # the 1.394 nats/char recipe (BENCHMARKS.md)
+    off = build_parser(["train", "text"]).parse_args(["train", "text", "--no-stateful"])
+    assert _train_config(off).stateful is False
     task = make_task("text", seed=0, **cfg.task_params)
     model = build_model(model_config_for(cfg, task))
     lstm = torch.nn.LSTM(64, 512)  # the oracle: the shapes torch gives an LSTM of that size
@@ -54,7 +57,7 @@ def test_help_of_a_task_shows_its_defaults(capsys):
         ("--hidden-size", "512"),
         ("--embedding-size", "64"),
         ("--seq-len", "100"),
-        ("--lr", "0.002"),
+        ("--lr", "0.004"),
         ("--eval-every", "500"),
         ("--text-file", "Shakespeare's plays"),
     ]:

@@ -393,11 +393,11 @@ def _add_train_options(p: argparse.ArgumentParser, task: str | None = None) -> N
     g.add_argument("--seq-len", type=int, help="text: characters per training sequence")
     g.add_argument(
         "--stateful",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="text: truncated BPTT: each batch row reads its own stretch of the training text in consecutive "
-        "windows, the state carried (detached) from one to the next; validation also reports the state "
-        "carried through the whole split (nats_carried)",
+        help="text: truncated BPTT (text's default): each batch row reads its own stretch of the training text "
+        "in consecutive windows, the state carried (detached) from one to the next; validation also reports "
+        "the state carried through the whole split (nats_carried); --no-stateful: independent random windows",
     )
     g.add_argument("--csv", help="csv: the CSV file (long format: one row per series and date)")
     g.add_argument("--target", dest="target_column", help="csv: the column to forecast")

@@ -188,7 +188,8 @@ class TextTask(Task):
         if stretch < self.seq_len + 1:
             raise DataError(
                 f"text: stateful training gives each of the {batch_size} batch rows {stretch} characters of "
-                f"the training text, fewer than seq_len + 1 = {self.seq_len + 1}; use a smaller batch_size or seq_len"
+                f"the training text, fewer than seq_len + 1 = {self.seq_len + 1}; use a smaller batch_size or seq_len, "
+                "or --no-stateful"
             )
         return (stretch - 1) // self.seq_len
 

@@ -241,10 +241,12 @@ def train(
         if not callable(getattr(task, "stream_batch", None)):
             raise InputError(
                 f"stateful training needs a task with one long training text (text); the task {task.name!r} "
-                "has independent sequences: drop --stateful"
+                "has independent sequences: pass --no-stateful"
             )
         if world > 1:
-            raise InputError("stateful training runs in one process (each row carries its own state); drop --stateful")
+            raise InputError(
+                "stateful training runs in one process (each row carries its own state); pass --no-stateful"
+            )
         task.stream_windows(cfg.batch_size)  # type: ignore[attr-defined]  # checks that each row gets a window
     mcfg = model_config_for(cfg, task)
     model = build_model(mcfg)
