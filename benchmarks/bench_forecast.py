@@ -79,7 +79,9 @@ def run_case(
     csv = work / f"{name}.csv"
     df.to_csv(csv, index=False)
     params = {"csv": str(csv), "target": "y", "date": "date", "horizon": h, "backtest": 12, **(extra or {})}
-    kw: dict[str, object] = dict(train_kw or {}) if max_steps is None else {**(train_kw or {}), "max_steps": max_steps}
+    kw: dict[str, object] = dict(train_kw or {})
+    if max_steps is not None:
+        kw["max_steps"] = max_steps
     cfg = TrainConfig.for_task("csv", task_params=params, seed=seed, **kw)  # what `lstmkit train csv` uses
     out = work / f"run-{name}-{h}-{seed}"
     secs = train(cfg, out, progress=False).elapsed  # training only (a first kernel build is not counted)

@@ -457,4 +457,3 @@ def test_rolling_calibration_by_hand(tmp_path: Path) -> None:
     b = task.future_batch()
     half = (fc["q0.9"].to_numpy() - fc["q0.1"].to_numpy()) / 2 / (0.02 * np.repeat(b.meta["scale"].numpy(), h))
     np.testing.assert_allclose(half, want, rtol=1e-6)
-

@@ -39,10 +39,15 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "model.safetensors"))
 
 
-def _last_ckpt_model(run: Path) -> dict[str, torch.Tensor]:
+def _ckpt(run: Path, prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors named ``prefix``… in the run's last checkpoint, the prefix dropped from their names."""
     info = json.loads((run / "train_state.json").read_text())
     t = load_file(str(run / info["checkpoint"]))
-    return {k: v for k, v in t.items() if k.startswith("model.")}
+    return {k[len(prefix) :]: v for k, v in t.items() if k.startswith(prefix)}
+
+
+def _last_ckpt_model(run: Path) -> dict[str, torch.Tensor]:
+    return _ckpt(run, "model.")
 
 
 def test_run_folder_contents_and_load(tmp_path):
@@ -92,12 +97,6 @@ def test_same_seed_same_weights_and_exact_resume(tmp_path):
     assert not all(torch.equal(wa[k], wd[k]) for k in wa)
 
 
-def _ckpt(run: Path, prefix: str) -> dict[str, torch.Tensor]:
-    info = json.loads((run / "train_state.json").read_text())
-    t = load_file(str(run / info["checkpoint"]))
-    return {k[len(prefix) :]: v for k, v in t.items() if k.startswith(prefix)}
-
-
 def test_ema_is_the_moving_average_of_the_trained_weights_and_resumes_exactly(tmp_path):
     """ema = d: after step k the average is a_k = d * a_(k-1) + (1 - d) * w_k, w_k the weights the
     optimizer left (the same as a run without ema: the average does not change training); the
@@ -106,13 +105,13 @@ def test_ema_is_the_moving_average_of_the_trained_weights_and_resumes_exactly(tm
     raw = {}
     for n in (1, 2, 3):  # runs without ema, stopped after n steps: w_n
         train(_cfg(max_steps=n, eval_every=n), tmp_path / f"raw{n}", progress=False)
-        raw[n] = _ckpt(tmp_path / f"raw{n}", "model.")
+        raw[n] = _last_ckpt_model(tmp_path / f"raw{n}")
     avg = {}
     for n in (1, 3):
         train(_cfg(max_steps=n, eval_every=n, ema=d), tmp_path / f"ema{n}", progress=False)
         avg[n] = _ckpt(tmp_path / f"ema{n}", "ema.")
         # training itself is unchanged by the average
-        assert all(torch.equal(v, raw[n][k]) for k, v in _ckpt(tmp_path / f"ema{n}", "model.").items())
+        assert all(torch.equal(v, raw[n][k]) for k, v in _last_ckpt_model(tmp_path / f"ema{n}").items())
         # one evaluation, at the end: the saved weights are the average
         saved = _weights(tmp_path / f"ema{n}")
         assert all(torch.equal(saved[k], avg[n][k]) for k in saved)
