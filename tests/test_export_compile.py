@@ -75,7 +75,44 @@ def test_fused_layer_is_a_checked_custom_op():
         True,
         (1 << 7) - 1,
     ]
-    torch.library.opcheck(torch.ops.lstmkit.fused_layer.default, args, test_utils=("test_schema", "test_faketensor"))
+    # all of opcheck's tests: the schema, the autograd registration, the fake implementation, and the
+    # outputs and gradients of AOTAutograd's trace (dynamic shapes) against the eager call
+    torch.library.opcheck(torch.ops.lstmkit.fused_layer.default, args)
+    torch.library.opcheck(torch.ops.lstmkit.zeros.default, (torch.randn(2, dtype=torch.float64), [3, 4]))
+    assert torch.equal(torch.ops.lstmkit.zeros(torch.randn(2, dtype=torch.float64), [3, 4]), torch.zeros(3, 4).double())
+
+
+@needs_kernels
+def test_fused_layer_op_gradients_match_the_reference_and_its_saved_state_is_checked():
+    # the operators' C++ autograd (forward op, backward op, the state kept under the handle) against
+    # torch.nn.LSTM's gradients with the same weights, twice through a retained graph; a copy of the
+    # handle (not one the forward made) must fail with the documented error, not read stray memory
+    torch.manual_seed(0)
+    T, B, I, H = 5, 3, 4, 6
+    ref = nn.LSTM(I, H)
+    x = torch.randn(T, B, I, requires_grad=True)
+    h0, c0 = torch.randn(1, B, H, requires_grad=True), torch.randn(1, B, H, requires_grad=True)
+    w = [ref.weight_ih_l0, ref.weight_hh_l0, ref.bias_ih_l0, ref.bias_hh_l0]
+    needs = (1 << 7) - 1
+    y, h_t, c_t, gates, c_all, handle = torch.ops.lstmkit.fused_layer(
+        x, h0[0], c0[0], *w, *[None] * 11, False, False, needs
+    )
+    assert gates.numel() == 0 and c_all.numel() == 0 and handle.dtype == torch.uint8
+    y_ref, (h_ref, c_ref) = ref(x, (h0, c0))
+    for got, want in ((y, y_ref), (h_t, h_ref[0]), (c_t, c_ref[0])):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    r = torch.randn(T, B, H)
+    inputs = [x, h0, c0, *w]
+    got = torch.autograd.grad((y * r).sum() + h_t.sum() * 2 - c_t.sum(), inputs, retain_graph=True)
+    want = torch.autograd.grad((y_ref * r).sum() + h_ref.sum() * 2 - c_ref.sum(), inputs)
+    for g, wv in zip(got, want):
+        torch.testing.assert_close(g, wv, rtol=1e-4, atol=1e-6)
+    again = torch.autograd.grad((y * r).sum() + h_t.sum() * 2 - c_t.sum(), inputs)  # retained: same state
+    for g, g2 in zip(got, again):
+        torch.testing.assert_close(g, g2, rtol=0, atol=0)
+    diff = [x, h0[0], c0[0], *w, *[None] * 8]
+    with pytest.raises(RuntimeError, match="saved state is gone"):
+        torch.ops.lstmkit.fused_layer_backward(handle.clone(), r, None, None, diff, needs)
 
 
 @needs_kernels
