@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lstmkit.data import DataError, make_task
+from lstmkit.data import DataError, intervals, make_task
 from lstmkit.data.base import Batch
 from lstmkit.data.forecast import ForecastTask, plan_lengths
 
@@ -406,15 +406,17 @@ def fixed_band(task: ForecastTask, c: float = 1.0):  # median = the reference, o
 
 
 def test_rolling_calibration_by_hand(tmp_path: Path) -> None:
-    """Two series of noise around a level whose noise grows fivefold in the test period: each test window's
+    """Two series of noise around a level whose noise grows threefold in the test period: each test window's
     interval is stretched by the conformal quantile of the needs of the validation targets and of its
-    own series' test targets that lie before its origin (computed here target by target), so the
-    windows' spreads grow through the test period, and the metrics use them."""
+    own series' test targets that lie before its origin, at a level that each of those targets moved
+    up if the interval its window had missed it and down if not (adaptive conformal inference;
+    computed here target by target), so the windows' spreads grow through the test period, and the
+    metrics use them."""
     rng = np.random.default_rng(5)
     n, h, bt = 90, 3, 8
     frames = []
     for k in range(2):
-        y = 50 + rng.normal(size=n) * np.where(np.arange(n) >= n - h - bt + 1, 5.0, 1.0)
+        y = 50 + rng.normal(size=n) * np.where(np.arange(n) >= n - h - bt + 1, 3.0, 1.0)
         frames.append(monthly(y).assign(id=f"s{k}"))
     task = make_task("csv", csv=write(tmp_path, pd.concat(frames)), target="y", date="date", id="id", season=1,
                      horizon=h, window=8, backtest=bt, scaling="mean")  # fmt: skip
@@ -431,18 +433,24 @@ def test_rolling_calibration_by_hand(tmp_path: Path) -> None:
     n_val = sum(len(o) for o in task.origins("val"))
     covered = total = 0
     spreads = []
+    given: dict[tuple[int, int], float] = {}  # (series, origin) -> the spread its window was given
     for s, origins in enumerate(task.origins("test")):
-        for e in origins:
+        for e in sorted(int(o) for o in origins):
             f = list(val_f)
             done = 0
+            level = 0.8  # the adaptive level: each earlier target moves it by ADAPT / h * (missed - 0.2)
             for e2 in origins:
-                f += [need(s, int(e2), k) for k in range(h) if e2 + k < e]
+                for k in range(h):
+                    if e2 + k < e:
+                        f.append(need(s, int(e2), k))
+                        level += intervals.ADAPT / h * ((f[-1] > given[(s, int(e2))]) - 0.2)
                 done += int(e2 + h <= e)
-            want = float(np.clip(np.quantile(f, min(1.0, 0.8 * (1 + 1 / (n_val + done)))), 0.25, 10.0))
+            want = float(np.clip(np.quantile(f, np.clip(level * (1 + 1 / (n_val + done)), 0, 1)), 0.25, 10.0))
+            given[(s, e)] = want
             b = task._windows(np.array([s]), np.array([e]))
             got = task.to_values(predict(b), b)[0]  # (h, Q)
             half = (got[:, -1] - got[:, 0]) / 2 / (0.02 * float(b.meta["scale"][0]))
-            np.testing.assert_allclose(half, want, rtol=1e-9)
+            np.testing.assert_allclose(half, want, rtol=1e-6)  # the band is float32
             spreads.append(want)
             true = task.panel.series[s].y[e : e + h]
             covered += int(((true >= got[:, 0]) & (true <= got[:, -1])).sum())
@@ -450,9 +458,14 @@ def test_rolling_calibration_by_hand(tmp_path: Path) -> None:
     assert m["coverage"] == pytest.approx(covered / total)
     # the noise grew: the last windows' intervals are wider than the first ones' (calibrated on validation)
     assert spreads[bt - 1] > 1.3 * spreads[0] and spreads[-1] > 1.3 * spreads[bt], spreads
-    # the future's intervals use every target the data holds (validation and all test windows)
+    # the future's intervals use every target the data holds (validation and all test windows), at the
+    # level the last targets left, averaged over the two series
     future_f = val_f + [need(s, int(e), k) for s, o in enumerate(task.origins("test")) for e in o for k in range(h)]
-    want = float(np.quantile(future_f, 0.8 * (1 + 1 / (n_val + 2 * bt))))
+    levels = []
+    for s, origins in enumerate(task.origins("test")):
+        miss = [need(s, int(e), k) > given[(s, int(e))] for e in origins for k in range(h)]
+        levels.append(0.8 + intervals.ADAPT / h * sum(m - 0.2 for m in miss))
+    want = float(np.clip(np.quantile(future_f, np.clip(np.mean(levels) * (1 + 1 / (n_val + 2 * bt)), 0, 1)), 0.25, 10))
     fc = task.forecast_frame(predict)
     b = task.future_batch()
     half = (fc["q0.9"].to_numpy() - fc["q0.1"].to_numpy()) / 2 / (0.02 * np.repeat(b.meta["scale"].numpy(), h))

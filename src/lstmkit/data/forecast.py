@@ -591,10 +591,13 @@ class ForecastTask(Task):
         batch = self.future_batch(panel, future)
         if self.spread_calibrated is None:  # every target the data holds: validation and test windows
             self.calibrate(predict)
-            if len(self.quantiles) >= 2:
-                test_need = self._needs(predict, "test", 256)[2]
+            if len(self.quantiles) >= 2:  # at the level the backtest's last targets left (intervals.next_level)
+                series, origin, test_need = self._needs(predict, "test", 256)
+                n_val = len(self._val_need)
+                f = intervals.rolling_spreads(self._val_need, n_val, series, origin, test_need, self._nominal)
+                level = intervals.next_level(series, test_need, f, self._nominal)
                 need = np.concatenate([self._val_need.ravel(), test_need.ravel()])
-                self.spread = intervals.spread(need, len(self._val_need) + len(test_need), self._nominal)
+                self.spread = intervals.spread(need, n_val + len(test_need), level)
             self.spread_calibrated = self.spread
         with torch.no_grad():
             vals = self.to_values(predict(batch).detach().float().cpu(), batch)[:, :h, :]
