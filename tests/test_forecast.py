@@ -406,12 +406,12 @@ def fixed_band(task: ForecastTask, c: float = 1.0):  # median = the reference, o
 
 
 def test_rolling_calibration_by_hand(tmp_path: Path) -> None:
-    """Two series of noise around a level whose noise grows threefold in the test period: each test window's
-    interval is stretched by the conformal quantile of the needs of the validation targets and of its
-    own series' test targets that lie before its origin, at a level that each of those targets moved
-    up if the interval its window had missed it and down if not (adaptive conformal inference;
-    computed here target by target), so the windows' spreads grow through the test period, and the
-    metrics use them."""
+    """Two series of noise around a level whose noise grows threefold in the test period: each side of
+    each test window's interval is stretched by the conformal quantile of that side's needs of the
+    validation targets and of its own series' test targets that lie before its origin, at a level
+    that each of those targets moved up if that side of the interval its window had missed it and
+    down if not (adaptive conformal inference; computed here target by target), so the windows'
+    spreads grow through the test period, and the metrics use them."""
     rng = np.random.default_rng(5)
     n, h, bt = 90, 3, 8
     frames = []
@@ -423,35 +423,42 @@ def test_rolling_calibration_by_hand(tmp_path: Path) -> None:
     predict = fixed_band(task, 0.02)  # the window's scale is its mean, about 50: a band of about +-1
     m = task.evaluate(predict, "test")
 
-    def need(s, e: int, k: int) -> float:  # the stretch target k of origin e needs, in units of the half band
+    def need(s, e: int, k: int) -> tuple[float, float]:  # the stretch target k of origin e needs on each side
         b = task._windows(np.array([s]), np.array([e]))
         scale, ref = float(b.meta["scale"][0]), float(b.meta["ref"][0, k])
         med = ref * scale + float(b.meta["loc"][0])
-        return abs(task.panel.series[s].y[e + k] - med) / (0.02 * scale)
+        d = (task.panel.series[s].y[e + k] - med) / (0.02 * scale)  # in units of the half band
+        return -d, d  # below the median: the lower side's need is positive
 
     val_f = [need(s, int(e), k) for s, o in enumerate(task.origins("val")) for e in o for k in range(h)]
     n_val = sum(len(o) for o in task.origins("val"))
     covered = total = 0
     spreads = []
-    given: dict[tuple[int, int], float] = {}  # (series, origin) -> the spread its window was given
+    given: dict[tuple[int, int], tuple[float, float]] = {}  # (series, origin) -> its window's (lower, upper)
     for s, origins in enumerate(task.origins("test")):
         for e in sorted(int(o) for o in origins):
             f = list(val_f)
             done = 0
-            level = 0.8  # the adaptive level: each earlier target moves it by ADAPT / h * (missed - 0.2)
+            level = [0.9, 0.9]  # each side may miss 10%; each earlier target moves it by ADAPT / h * (missed - 0.1)
             for e2 in origins:
                 for k in range(h):
                     if e2 + k < e:
                         f.append(need(s, int(e2), k))
-                        level += intervals.ADAPT / h * ((f[-1] > given[(s, int(e2))]) - 0.2)
+                        for side in (0, 1):
+                            level[side] += intervals.ADAPT / h * ((f[-1][side] > given[(s, int(e2))][side]) - 0.1)
                 done += int(e2 + h <= e)
-            want = float(np.clip(np.quantile(f, np.clip(level * (1 + 1 / (n_val + done)), 0, 1)), 0.25, 10.0))
+            want = tuple(
+                float(np.clip(np.quantile([v[side] for v in f], np.clip(level[side] * (1 + 1 / (n_val + done)), 0, 1)),
+                              0.25, 10.0))
+                for side in (0, 1)
+            )  # fmt: skip
             given[(s, e)] = want
             b = task._windows(np.array([s]), np.array([e]))
             got = task.to_values(predict(b), b)[0]  # (h, Q)
-            half = (got[:, -1] - got[:, 0]) / 2 / (0.02 * float(b.meta["scale"][0]))
-            np.testing.assert_allclose(half, want, rtol=1e-6)  # the band is float32
-            spreads.append(want)
+            unit = 0.02 * float(b.meta["scale"][0])
+            np.testing.assert_allclose((got[:, 1] - got[:, 0]) / unit, want[0], rtol=1e-6)  # the band is float32
+            np.testing.assert_allclose((got[:, 2] - got[:, 1]) / unit, want[1], rtol=1e-6)
+            spreads.append(sum(want) / 2)
             true = task.panel.series[s].y[e : e + h]
             covered += int(((true >= got[:, 0]) & (true <= got[:, -1])).sum())
             total += h
@@ -459,14 +466,16 @@ def test_rolling_calibration_by_hand(tmp_path: Path) -> None:
     # the noise grew: the last windows' intervals are wider than the first ones' (calibrated on validation)
     assert spreads[bt - 1] > 1.3 * spreads[0] and spreads[-1] > 1.3 * spreads[bt], spreads
     # the future's intervals use every target the data holds (validation and all test windows), at the
-    # level the last targets left, averaged over the two series
+    # levels the last targets left, averaged over the two series
     future_f = val_f + [need(s, int(e), k) for s, o in enumerate(task.origins("test")) for e in o for k in range(h)]
-    levels = []
-    for s, origins in enumerate(task.origins("test")):
-        miss = [need(s, int(e), k) > given[(s, int(e))] for e in origins for k in range(h)]
-        levels.append(0.8 + intervals.ADAPT / h * sum(m - 0.2 for m in miss))
-    want = float(np.clip(np.quantile(future_f, np.clip(np.mean(levels) * (1 + 1 / (n_val + 2 * bt)), 0, 1)), 0.25, 10))
     fc = task.forecast_frame(predict)
     b = task.future_batch()
-    half = (fc["q0.9"].to_numpy() - fc["q0.1"].to_numpy()) / 2 / (0.02 * np.repeat(b.meta["scale"].numpy(), h))
-    np.testing.assert_allclose(half, want, rtol=1e-6)
+    unit = 0.02 * np.repeat(b.meta["scale"].numpy(), h)
+    for side, (a_col, b_col) in enumerate((("q0.1", "q0.5"), ("q0.5", "q0.9"))):
+        levels = []
+        for s, origins in enumerate(task.origins("test")):
+            miss = [need(s, int(e), k)[side] > given[(s, int(e))][side] for e in origins for k in range(h)]
+            levels.append(0.9 + intervals.ADAPT / h * sum(m - 0.1 for m in miss))
+        q = np.clip(np.mean(levels) * (1 + 1 / (n_val + 2 * bt)), 0, 1)
+        want_side = float(np.clip(np.quantile([v[side] for v in future_f], q), 0.25, 10))
+        np.testing.assert_allclose((fc[b_col].to_numpy() - fc[a_col].to_numpy()) / unit, want_side, rtol=1e-6)

@@ -290,10 +290,11 @@ class ForecastTask(Task):
                 "sha256": digest,
             },
         )
-        self.spread = 1.0  # the intervals' spread (calibrate)
-        self._window_spread: dict[tuple[int, int], float] = {}  # (series, origin) -> spread (calibrate_backtest)
-        self._val_need = np.zeros((0, self.horizon))
-        self.spread_calibrated: float | None = None
+        self.spread = np.ones(2)  # the intervals' spreads, lower and upper side (calibrate)
+        # (series, origin) -> that window's (2,) spreads (calibrate_backtest)
+        self._window_spread: dict[tuple[int, int], np.ndarray] = {}
+        self._val_need = np.zeros((0, self.horizon, 2))
+        self.spread_calibrated: np.ndarray | None = None
         self.normaliser = self.normaliser_dict()
 
     # -- description
@@ -455,20 +456,23 @@ class ForecastTask(Task):
 
     def to_values(self, output: torch.Tensor | np.ndarray, batch: Batch, spread: float | None = None) -> np.ndarray:
         """Model outputs -> (B, horizon, Q) forecasts in the target's units, quantiles sorted and their
-        distances from the median multiplied by `spread` (default: the calibrated spread: each
-        backtest window's own after ``calibrate_backtest``, else ``self.spread``)."""
+        distances from the median multiplied by `spread` (default: the calibrated spreads, one for the
+        quantiles below the median and one for those above: each backtest window's own after
+        ``calibrate_backtest``, else ``self.spread``)."""
         out = output.detach().double().cpu().numpy() if isinstance(output, torch.Tensor) else np.asarray(output)
         out = out[:, self.window :, :] + batch.meta["ref"].numpy()[:, :, None]
         out = np.sort(out, axis=-1)  # no crossing quantiles
         if spread is None:
             keys = zip(batch.meta["series"].tolist(), batch.meta["origin"].tolist())
             f = np.array([self._window_spread.get(k, self.spread) for k in keys]) if self._window_spread else None
-            f = np.full(len(out), self.spread) if f is None else f
+            f = np.tile(np.asarray(self.spread, dtype=np.float64), (len(out), 1)) if f is None else f
         else:
-            f = np.full(len(out), float(spread))
-        if np.any(f != 1.0):
+            f = np.full((len(out), 2), float(spread))
+        if np.any(f != 1.0):  # (B, 2): the lower quantiles take f[:, 0], the upper ones f[:, 1]
             med = out[..., self.median_index : self.median_index + 1]
-            out = med + f[:, None, None] * (out - med)
+            upper = np.arange(out.shape[-1]) > self.median_index
+            factor = np.where(upper[None, :], f[:, 1:2], f[:, 0:1])  # (B, Q)
+            out = med + factor[:, None, :] * (out - med)
         return out * batch.meta["scale"].numpy()[:, None, None] + batch.meta["loc"].numpy()[:, None, None]
 
     def _batch_sums(self, output: torch.Tensor, batch: Batch) -> dict[str, float]:
@@ -517,10 +521,10 @@ class ForecastTask(Task):
 
     def uncalibrate(self) -> None:
         """The model's own quantiles (spread 1), as validation scores them."""
-        self.spread, self._window_spread = 1.0, {}
+        self.spread, self._window_spread = np.ones(2), {}
 
     def _needs(self, predict: Callable[[Batch], torch.Tensor], split: Split, batch_size: int) -> tuple[np.ndarray, ...]:
-        """(series, origin, needs (B, h)) of every window of `split` (lstmkit.data.intervals.needs)."""
+        """(series, origin, needs (B, h, 2)) of every window of `split` (lstmkit.data.intervals.needs)."""
         rows = []
         with torch.no_grad():
             for batch in self.eval_batches(split, batch_size):
@@ -529,20 +533,24 @@ class ForecastTask(Task):
                 rows.append((batch.meta["series"].numpy(), batch.meta["origin"].numpy(), f))
         return tuple(np.concatenate([r[k] for r in rows]) for k in range(3))
 
-    def calibrate(self, predict: Callable[[Batch], torch.Tensor], batch_size: int = 256) -> float:
-        """Set ``self.spread``: the factor on the quantiles' distances from the median that makes the
-        outer interval cover its nominal share (q_hi - q_lo) of the validation targets.
+    def calibrate(self, predict: Callable[[Batch], torch.Tensor], batch_size: int = 256) -> np.ndarray:
+        """Set ``self.spread``: the factors on the quantiles' distances from the median, one for each
+        side, that make the outer interval hold its nominal share (q_hi - q_lo) of the validation
+        targets, each side missing half of the rest: calibrated apart, a model whose quantiles are
+        too narrow on one side only does not get both sides stretched (conformalized quantile
+        regression, its asymmetric form: Romano et al. 2019).
 
         Quantiles trained on the windows the model has fitted come out too narrow or too wide on new
         data; the validation origins lie after every training target, so they measure the real
         spread: split conformal prediction (:mod:`lstmkit.data.intervals`), with its finite-sample
-        correction counted in windows. 1 when the quantiles are only the median.
+        correction counted in windows. (1, 1) when the quantiles are only the median.
         """
         self.uncalibrate()
         if len(self.quantiles) < 2:
-            return 1.0
+            return self.spread
         _, _, self._val_need = self._needs(predict, "val", batch_size)
-        self.spread = intervals.spread(self._val_need, len(self._val_need), self._nominal)
+        level = intervals.side_level(self._nominal)
+        self.spread = intervals.spreads(self._val_need, len(self._val_need), (level, level))
         return self.spread
 
     def calibrate_backtest(self, predict: Callable[[Batch], torch.Tensor], batch_size: int = 256) -> None:
@@ -554,7 +562,7 @@ class ForecastTask(Task):
             return
         series, origin, need = self._needs(predict, "test", batch_size)
         f = intervals.rolling_spreads(self._val_need, len(self._val_need), series, origin, need, self._nominal)
-        self._window_spread = {(int(k), int(o)): float(v) for k, o, v in zip(series, origin, f)}
+        self._window_spread = {(int(k), int(o)): v for k, o, v in zip(series, origin, f)}
 
     @property
     def _nominal(self) -> float:
@@ -591,13 +599,13 @@ class ForecastTask(Task):
         batch = self.future_batch(panel, future)
         if self.spread_calibrated is None:  # every target the data holds: validation and test windows
             self.calibrate(predict)
-            if len(self.quantiles) >= 2:  # at the level the backtest's last targets left (intervals.next_level)
+            if len(self.quantiles) >= 2:  # at the levels the backtest's last targets left (intervals.next_levels)
                 series, origin, test_need = self._needs(predict, "test", 256)
                 n_val = len(self._val_need)
                 f = intervals.rolling_spreads(self._val_need, n_val, series, origin, test_need, self._nominal)
-                level = intervals.next_level(series, test_need, f, self._nominal)
-                need = np.concatenate([self._val_need.ravel(), test_need.ravel()])
-                self.spread = intervals.spread(need, n_val + len(test_need), level)
+                levels = intervals.next_levels(series, test_need, f, self._nominal)
+                need = np.concatenate([self._val_need.reshape(-1, 2), test_need.reshape(-1, 2)])
+                self.spread = intervals.spreads(need, n_val + len(test_need), levels)
             self.spread_calibrated = self.spread
         with torch.no_grad():
             vals = self.to_values(predict(batch).detach().float().cpu(), batch)[:, :h, :]
