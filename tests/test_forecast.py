@@ -407,11 +407,12 @@ def fixed_band(task: ForecastTask, c: float = 1.0):  # median = the reference, o
 
 def test_rolling_calibration_by_hand(tmp_path: Path) -> None:
     """Two series of noise around a level whose noise grows threefold in the test period: each side of
-    each test window's interval is stretched by the conformal quantile of that side's needs of the
-    validation targets and of its own series' test targets that lie before its origin, at a level
-    that each of those targets moved up if that side of the interval its window had missed it and
-    down if not (adaptive conformal inference; computed here target by target), so the windows'
-    spreads grow through the test period, and the metrics use them."""
+    each test window's interval is widened by the conformal quantile of that side's needs (how far in
+    window scales each target lay beyond that side) of the validation targets and of its own series'
+    test targets that lie before its origin, at a level that each of those targets moved up if that
+    side of the interval its window had missed it and down if not (adaptive conformal inference;
+    computed here target by target), so the windows' intervals grow through the test period, and the
+    metrics use them."""
     rng = np.random.default_rng(5)
     n, h, bt = 90, 3, 8
     frames = []
@@ -423,18 +424,18 @@ def test_rolling_calibration_by_hand(tmp_path: Path) -> None:
     predict = fixed_band(task, 0.02)  # the window's scale is its mean, about 50: a band of about +-1
     m = task.evaluate(predict, "test")
 
-    def need(s, e: int, k: int) -> tuple[float, float]:  # the stretch target k of origin e needs on each side
+    def need(s, e: int, k: int) -> tuple[float, float]:  # how far target k of origin e lies beyond each side
         b = task._windows(np.array([s]), np.array([e]))
         scale, ref = float(b.meta["scale"][0]), float(b.meta["ref"][0, k])
         med = ref * scale + float(b.meta["loc"][0])
-        d = (task.panel.series[s].y[e + k] - med) / (0.02 * scale)  # in units of the half band
-        return -d, d  # below the median: the lower side's need is positive
+        d = (task.panel.series[s].y[e + k] - med) / scale  # in the window's scale; the band is +-0.02 there
+        return -d - 0.02, d - 0.02
 
     val_f = [need(s, int(e), k) for s, o in enumerate(task.origins("val")) for e in o for k in range(h)]
     n_val = sum(len(o) for o in task.origins("val"))
     covered = total = 0
     spreads = []
-    given: dict[tuple[int, int], tuple[float, float]] = {}  # (series, origin) -> its window's (lower, upper)
+    given: dict[tuple[int, int], tuple[float, float]] = {}  # (series, origin) -> its window's widenings
     for s, origins in enumerate(task.origins("test")):
         for e in sorted(int(o) for o in origins):
             f = list(val_f)
@@ -449,16 +450,17 @@ def test_rolling_calibration_by_hand(tmp_path: Path) -> None:
                 done += int(e2 + h <= e)
             want = tuple(
                 float(np.clip(np.quantile([v[side] for v in f], np.clip(level[side] * (1 + 1 / (n_val + done)), 0, 1)),
-                              0.25, 10.0))
+                              -10.0, 10.0))
                 for side in (0, 1)
             )  # fmt: skip
             given[(s, e)] = want
             b = task._windows(np.array([s]), np.array([e]))
             got = task.to_values(predict(b), b)[0]  # (h, Q)
-            unit = 0.02 * float(b.meta["scale"][0])
-            np.testing.assert_allclose((got[:, 1] - got[:, 0]) / unit, want[0], rtol=1e-6)  # the band is float32
-            np.testing.assert_allclose((got[:, 2] - got[:, 1]) / unit, want[1], rtol=1e-6)
-            spreads.append(sum(want) / 2)
+            unit = float(b.meta["scale"][0])  # each side: the band's half plus its widening (at least a share)
+            half = [max(0.02 + want[0], 0.02 * intervals.MIN_SHARE), max(0.02 + want[1], 0.02 * intervals.MIN_SHARE)]
+            np.testing.assert_allclose((got[:, 1] - got[:, 0]) / unit, half[0], rtol=1e-5, atol=1e-7)  # float32 band
+            np.testing.assert_allclose((got[:, 2] - got[:, 1]) / unit, half[1], rtol=1e-5, atol=1e-7)
+            spreads.append(sum(half) / 2)
             true = task.panel.series[s].y[e : e + h]
             covered += int(((true >= got[:, 0]) & (true <= got[:, -1])).sum())
             total += h
@@ -470,12 +472,14 @@ def test_rolling_calibration_by_hand(tmp_path: Path) -> None:
     future_f = val_f + [need(s, int(e), k) for s, o in enumerate(task.origins("test")) for e in o for k in range(h)]
     fc = task.forecast_frame(predict)
     b = task.future_batch()
-    unit = 0.02 * np.repeat(b.meta["scale"].numpy(), h)
+    unit = np.repeat(b.meta["scale"].numpy(), h)
     for side, (a_col, b_col) in enumerate((("q0.1", "q0.5"), ("q0.5", "q0.9"))):
         levels = []
         for s, origins in enumerate(task.origins("test")):
             miss = [need(s, int(e), k)[side] > given[(s, int(e))][side] for e in origins for k in range(h)]
             levels.append(0.9 + intervals.ADAPT / h * sum(m - 0.1 for m in miss))
         q = np.clip(np.mean(levels) * (1 + 1 / (n_val + 2 * bt)), 0, 1)
-        want_side = float(np.clip(np.quantile([v[side] for v in future_f], q), 0.25, 10))
-        np.testing.assert_allclose((fc[b_col].to_numpy() - fc[a_col].to_numpy()) / unit, want_side, rtol=1e-6)
+        want_side = 0.02 + float(np.clip(np.quantile([v[side] for v in future_f], q), -10, 10))
+        want_side = max(want_side, 0.02 * intervals.MIN_SHARE)
+        got_side = (fc[b_col].to_numpy() - fc[a_col].to_numpy()) / unit
+        np.testing.assert_allclose(got_side, want_side, rtol=1e-5, atol=1e-7)

@@ -290,8 +290,8 @@ class ForecastTask(Task):
                 "sha256": digest,
             },
         )
-        self.spread = np.ones(2)  # the intervals' spreads, lower and upper side (calibrate)
-        # (series, origin) -> that window's (2,) spreads (calibrate_backtest)
+        self.spread = np.zeros(2)  # the intervals' widenings, lower and upper side (calibrate)
+        # (series, origin) -> that window's (2,) widenings (calibrate_backtest)
         self._window_spread: dict[tuple[int, int], np.ndarray] = {}
         self._val_need = np.zeros((0, self.horizon, 2))
         self.spread_calibrated: np.ndarray | None = None
@@ -455,10 +455,13 @@ class ForecastTask(Task):
         return (len(batch), int(batch.x.shape[1]), self.output_size)
 
     def to_values(self, output: torch.Tensor | np.ndarray, batch: Batch, spread: float | None = None) -> np.ndarray:
-        """Model outputs -> (B, horizon, Q) forecasts in the target's units, quantiles sorted and their
-        distances from the median multiplied by `spread` (default: the calibrated spreads, one for the
-        quantiles below the median and one for those above: each backtest window's own after
-        ``calibrate_backtest``, else ``self.spread``)."""
+        """Model outputs -> (B, horizon, Q) forecasts in the target's units, quantiles sorted and widened
+        by `spread` (default: the calibrated widenings, one for the quantiles below the median and one
+        for those above: each backtest window's own after ``calibrate_backtest``, else
+        ``self.spread``). A widening is in the window's scale (the scaled units the model forecasts
+        in): the outer quantile of a side moves out by it, the inner ones by their share of the
+        distance in level; a negative one moves them in, to no less than ``intervals.MIN_SHARE`` of
+        their own distance from the median."""
         out = output.detach().double().cpu().numpy() if isinstance(output, torch.Tensor) else np.asarray(output)
         out = out[:, self.window :, :] + batch.meta["ref"].numpy()[:, :, None]
         out = np.sort(out, axis=-1)  # no crossing quantiles
@@ -468,11 +471,18 @@ class ForecastTask(Task):
             f = np.tile(np.asarray(self.spread, dtype=np.float64), (len(out), 1)) if f is None else f
         else:
             f = np.full((len(out), 2), float(spread))
-        if np.any(f != 1.0):  # (B, 2): the lower quantiles take f[:, 0], the upper ones f[:, 1]
-            med = out[..., self.median_index : self.median_index + 1]
-            upper = np.arange(out.shape[-1]) > self.median_index
-            factor = np.where(upper[None, :], f[:, 1:2], f[:, 0:1])  # (B, Q)
-            out = med + factor[:, None, :] * (out - med)
+        if np.any(f != 0.0):  # (B, 2) widenings in the window's scale: lower side, upper side
+            mi = self.median_index
+            med = out[..., mi : mi + 1]
+            tau = np.asarray(self.quantiles, dtype=np.float64)
+            upper = np.arange(out.shape[-1]) > mi
+            # each quantile moves by its share of the outer one's distance in level (0 at the median)
+            w_hi = (tau - tau[mi]) / max(tau[-1] - tau[mi], EPS)
+            w = np.where(upper, w_hi, (tau[mi] - tau) / max(tau[mi] - tau[0], EPS))
+            widen = np.where(upper[None, :], f[:, 1:2], f[:, 0:1]) * w[None, :]  # (B, Q)
+            dist = np.abs(out - med)  # each quantile's distance from the median, then widened: never
+            dist = np.maximum(dist + widen[:, None, :], intervals.MIN_SHARE * dist)  # under a share of its own
+            out = med + np.where(upper[None, None, :], dist, -dist)
         return out * batch.meta["scale"].numpy()[:, None, None] + batch.meta["loc"].numpy()[:, None, None]
 
     def _batch_sums(self, output: torch.Tensor, batch: Batch) -> dict[str, float]:
@@ -521,29 +531,29 @@ class ForecastTask(Task):
 
     def uncalibrate(self) -> None:
         """The model's own quantiles (spread 1), as validation scores them."""
-        self.spread, self._window_spread = np.ones(2), {}
+        self.spread, self._window_spread = np.zeros(2), {}
 
     def _needs(self, predict: Callable[[Batch], torch.Tensor], split: Split, batch_size: int) -> tuple[np.ndarray, ...]:
         """(series, origin, needs (B, h, 2)) of every window of `split` (lstmkit.data.intervals.needs)."""
         rows = []
         with torch.no_grad():
             for batch in self.eval_batches(split, batch_size):
-                pred = self.to_values(predict(batch).detach().float().cpu(), batch, spread=1.0)
-                f = intervals.needs(pred, batch.meta["true"].numpy(), self.median_index)
+                pred = self.to_values(predict(batch).detach().float().cpu(), batch, spread=0.0)
+                scale = batch.meta["scale"].numpy()[:, None, None]
+                f = intervals.needs(pred, batch.meta["true"].numpy(), self.median_index) / scale
                 rows.append((batch.meta["series"].numpy(), batch.meta["origin"].numpy(), f))
         return tuple(np.concatenate([r[k] for r in rows]) for k in range(3))
 
     def calibrate(self, predict: Callable[[Batch], torch.Tensor], batch_size: int = 256) -> np.ndarray:
-        """Set ``self.spread``: the factors on the quantiles' distances from the median, one for each
-        side, that make the outer interval hold its nominal share (q_hi - q_lo) of the validation
-        targets, each side missing half of the rest: calibrated apart, a model whose quantiles are
-        too narrow on one side only does not get both sides stretched (conformalized quantile
-        regression, its asymmetric form: Romano et al. 2019).
+        """Set ``self.spread``: the widenings of the outer quantiles, one for each side, in the
+        window's scale, that make the outer interval hold its nominal share (q_hi - q_lo) of the
+        validation targets, each side missing half of the rest (conformalized quantile regression in
+        its asymmetric form, Romano et al. 2019, on errors divided by the window's scale).
 
         Quantiles trained on the windows the model has fitted come out too narrow or too wide on new
         data; the validation origins lie after every training target, so they measure the real
         spread: split conformal prediction (:mod:`lstmkit.data.intervals`), with its finite-sample
-        correction counted in windows. (1, 1) when the quantiles are only the median.
+        correction counted in windows. (0, 0) when the quantiles are only the median.
         """
         self.uncalibrate()
         if len(self.quantiles) < 2:

@@ -1,15 +1,20 @@
-"""Conformal calibration of forecast intervals: how far to stretch the model's quantiles.
+"""Conformal calibration of forecast intervals: how far to widen the model's quantiles.
 
 The quantile head is fitted on training windows, so on new data its intervals come out too narrow
 (or too wide), and often more so on one side than the other. Each scored forecast target tells, for
-each side of the interval, how much that side would have had to be stretched around the median to
-contain it, its **needs**: (median - y) over the lower half and (y - median) over the upper half. The
-**spreads** applied to new forecasts are, per side, the quantile of that side's needs at the share
-the side must hold ((1 + nominal) / 2: 0.9 for the 80% interval; split conformal prediction in the
-asymmetric form of conformalized quantile regression, Romano et al. 2019), at the finite-sample level
-times (1 + 1/n) with n counted in windows, since the steps of one window share their errors. One
-spread for both sides stretched the side that was already wide as much as the one that was short
-(benchmarks: WQL 0.0368 per side against 0.0376, 23 of 36 runs covering 70-90% against 18).
+each side of the interval, how far that side's outer quantile would have had to move out to contain
+it, its **needs**: q_lo - y and y - q_hi, divided by the window's scale (the scale the model forecasts
+in), so that windows of different levels are comparable. The **spreads** (widenings) applied to new
+forecasts are, per side, the quantile of that side's needs at the share the side must hold
+((1 + nominal) / 2: 0.9 for the 80% interval): conformalized quantile regression in its asymmetric
+form (Romano et al. 2019), at the finite-sample level times (1 + 1/n) with n counted in windows,
+since the steps of one window share their errors. A widening may be negative (the side was too
+wide), down to MIN_SHARE of the model's own distances: a quantile head that is exactly right in
+validation keeps an interval, not a point.
+Measured against the alternatives (BENCHMARKS.md, "Coverage"): one factor multiplying both sides'
+distances from the median (WQL 0.0376 over 35 default runs), a factor per side (0.0368; it stretched
+a window's already wide side by a factor learnt where that side was narrow), a widening per side in
+the window's scale (0.0352).
 
 **Rolling calibration.** A forecast made at origin t may use every need whose target lies before t:
 the validation windows' and, in a rolling-origin backtest, those of earlier test origins that have
@@ -33,21 +38,18 @@ from __future__ import annotations
 import numpy as np
 
 EPS = 1e-8
-SPREAD_RANGE = (0.25, 10.0)  # a spread outside this says the quantiles are broken, not mis-scaled
+SPREAD_RANGE = (-10.0, 10.0)  # widenings, in window scales: beyond this the quantiles are broken
+MIN_SHARE = 0.25  # a negative widening leaves each quantile at least this share of its distance from the median
 ADAPT = 0.1  # gamma of the adaptive level in rolling_spreads (BENCHMARKS.md: 0, 0.05, 0.1, 0.2 measured)
 
 
 def needs(pred: np.ndarray, true: np.ndarray, median_index: int) -> np.ndarray:
-    """(B, h, 2) the factor each target needs on each side: (median - y) over the interval's lower
-    half, and (y - median) over its upper half (negative on the side the target is not on).
+    """(B, h, 2) how far each target lies beyond each side: q_lo - y and y - q_hi (negative inside),
+    in the units of ``pred`` (the caller divides by the window's scale).
 
-    A target lies inside the interval stretched by (s_lo, s_hi) iff need[..., 0] <= s_lo and
-    need[..., 1] <= s_hi. ``pred``: (B, h, Q) sorted quantile forecasts (spread 1); ``true``: (B, h)."""
-    med = pred[..., median_index]
-    floor = EPS * (1.0 + np.abs(med))
-    lo = (med - true) / np.maximum(med - pred[..., 0], floor)
-    hi = (true - med) / np.maximum(pred[..., -1] - med, floor)
-    return np.stack([lo, hi], axis=-1)
+    A target lies inside the interval widened by (s_lo, s_hi) iff need[..., 0] <= s_lo and
+    need[..., 1] <= s_hi. ``pred``: (B, h, Q) sorted quantile forecasts (not widened); ``true``: (B, h)."""
+    return np.stack([pred[..., 0] - true, true - pred[..., -1]], axis=-1)
 
 
 def side_level(nominal: float) -> float:
@@ -57,12 +59,12 @@ def side_level(nominal: float) -> float:
 
 
 def spread(need: np.ndarray, windows: int, level: float) -> float:
-    """The conformal spread of one side from its needs ``need`` (any shape) and ``windows`` windows:
+    """The conformal widening of one side from its needs ``need`` (any shape) and ``windows`` windows:
     their level * (1 + 1/windows) quantile (linear interpolation; a level outside [0, 1] is clipped
-    to it), kept within SPREAD_RANGE."""
+    to it), kept within SPREAD_RANGE; 0 without needs."""
     f = np.asarray(need, dtype=np.float64).ravel()
     if f.size == 0:
-        return 1.0
+        return 0.0
     q = min(1.0, max(0.0, level * (1.0 + 1.0 / max(1, windows))))
     return float(np.clip(np.quantile(f, q), *SPREAD_RANGE))
 
@@ -81,7 +83,7 @@ def rolling_spreads(
     nominal: float,
     gamma: float | None = None,
 ) -> np.ndarray:
-    """(B, 2) the spreads of each window (``series[j]``, first forecast step ``origin[j]``) of a
+    """(B, 2) the widenings of each window (``series[j]``, first forecast step ``origin[j]``) of a
     backtest, lower side and upper side: from the calibration needs ``base_need`` (..., 2)
     (``base_windows`` windows, all before every origin) and the needs ``need`` (B, h, 2) of the
     backtest's own targets that lie before the window's origin, in the same series (a target at step
@@ -130,4 +132,14 @@ def _level(missed: np.ndarray, h: int, nominal: float, g: float) -> float:
     return side_level(nominal) + g / h * float(np.sum(missed - miss_share))
 
 
-__all__ = ["ADAPT", "SPREAD_RANGE", "needs", "next_levels", "rolling_spreads", "side_level", "spread", "spreads"]
+__all__ = [
+    "ADAPT",
+    "MIN_SHARE",
+    "SPREAD_RANGE",
+    "needs",
+    "next_levels",
+    "rolling_spreads",
+    "side_level",
+    "spread",
+    "spreads",
+]
