@@ -405,6 +405,22 @@ def fixed_band(task: ForecastTask, c: float = 1.0):  # median = the reference, o
     return predict
 
 
+def test_forecast_after_a_backtest_keeps_its_intervals(tmp_path: Path) -> None:
+    """A backtest (or a validation run) in between re-calibrates the task for its own windows; the
+    next forecast of the future must use the future's widenings again, not what the backtest left."""
+    rng = np.random.default_rng(3)
+    y = 50 + rng.normal(size=90) * np.where(np.arange(90) >= 70, 3.0, 1.0)
+    task = make_task("csv", csv=write(tmp_path, monthly(y)), target="y", date="date", season=1, horizon=3, window=8,
+                     backtest=8, scaling="mean")  # fmt: skip
+    predict = fixed_band(task, 0.02)
+    first = task.forecast_frame(predict)
+    for split in ("test", "val"):
+        task.evaluate(predict, split)
+        again = task.forecast_frame(predict)
+        pd.testing.assert_frame_equal(first, again)
+    assert (first["q0.9"] - first["q0.1"]).min() > 0
+
+
 def test_rolling_calibration_by_hand(tmp_path: Path) -> None:
     """Two series of noise around a level whose noise grows threefold in the test period: each side of
     each test window's interval is widened by the conformal quantile of that side's needs (how far in

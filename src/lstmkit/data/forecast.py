@@ -617,6 +617,8 @@ class ForecastTask(Task):
                 need = np.concatenate([self._val_need.reshape(-1, 2), test_need.reshape(-1, 2)])
                 self.spread = intervals.spreads(need, n_val + len(test_need), levels)
             self.spread_calibrated = self.spread
+        # the future's widenings, whatever a backtest or a validation run left in between
+        self.spread, self._window_spread = self.spread_calibrated, {}
         with torch.no_grad():
             vals = self.to_values(predict(batch).detach().float().cpu(), batch)[:, :h, :]
         rows: dict[str, list[Any]] = {"date": [], "median": [], **{_qname(q): [] for q in self.quantiles}}
