@@ -5,6 +5,9 @@ capture never saw."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +83,28 @@ def test_fused_layer_is_a_checked_custom_op():
     torch.library.opcheck(torch.ops.lstmkit.fused_layer.default, args)
     torch.library.opcheck(torch.ops.lstmkit.zeros.default, (torch.randn(2, dtype=torch.float64), [3, 4]))
     assert torch.equal(torch.ops.lstmkit.zeros(torch.randn(2, dtype=torch.float64), [3, 4]), torch.zeros(3, 4).double())
+
+
+def test_operators_without_the_kernels_say_why():
+    # the schemas exist without the kernels (their CPU kernels come with them): a direct call then
+    # gets lstmkit's one-line reason, not torch's "could not run ... with arguments from the 'CPU' backend"
+    code = (
+        "import torch\n"
+        "from lstmkit.core import ops\n"
+        "from lstmkit import kernels\n"
+        "assert not kernels.available()\n"
+        "try:\n"
+        "    torch.ops.lstmkit.zeros(torch.randn(2), [2, 3])\n"
+        "except RuntimeError as e:\n"
+        "    print(e)\n"
+    )
+    env = {**os.environ, "LSTMKIT_NO_KERNELS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == (
+        "lstmkit::zeros: the fused kernels are unavailable here: "
+        "disabled by the environment variable LSTMKIT_NO_KERNELS"
+    ), out.stdout
 
 
 @needs_kernels

@@ -27,6 +27,7 @@ the layer uses these ops only while ``torch.compile`` traces it (:mod:`lstmkit.c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -47,6 +48,24 @@ _lib.define(
     "-> Tensor[]"
 )
 _lib.define("zeros(Tensor like, SymInt[] shape) -> Tensor")
+
+
+def _unloaded(name: str) -> Any:
+    """The CPU kernel of operator `name` until the kernels load (their C++ CPU kernels then take
+    over): an error that says why and how to fix it, instead of torch's "could not run ... with
+    arguments from the 'CPU' backend". The layer calls the operators only after loading the kernels."""
+
+    def call(*args: Any) -> Any:
+        from .. import kernels
+
+        why = kernels.unavailable_reason() or "not loaded: call lstmkit.kernels.available() first (it builds them)"
+        raise RuntimeError(f"lstmkit::{name}: the fused kernels are unavailable here: {why}")
+
+    return call
+
+
+for _name in ("fused_layer", "fused_layer_backward", "zeros"):
+    _lib.impl(_name, _unloaded(_name), "CompositeExplicitAutograd")
 
 
 @torch.library.register_fake("lstmkit::fused_layer", lib=_lib)
