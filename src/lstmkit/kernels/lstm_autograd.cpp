@@ -227,14 +227,15 @@ struct OpSaved {
   bool coupled = false;
 };
 
-// The live saved states, by the address of their handle's byte.
+// The live saved states, by the address of their handle's byte. Never destroyed (leaked on purpose):
+// a handle freed while the process exits, after static destructors ran, must still find them.
 std::mutex& live_mutex() {
-  static std::mutex m;
-  return m;
+  static auto* m = new std::mutex;
+  return *m;
 }
 std::unordered_map<const void*, std::unique_ptr<OpSaved>>& live_states() {
-  static std::unordered_map<const void*, std::unique_ptr<OpSaved>> s;
-  return s;
+  static auto* s = new std::unordered_map<const void*, std::unique_ptr<OpSaved>>;
+  return *s;
 }
 
 // A one-byte tensor holding 0 (so that two runs' handles compare equal) whose storage, when freed,
