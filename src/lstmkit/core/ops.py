@@ -34,8 +34,6 @@ from torch import Tensor
 
 from .functional import CellOptions, LayerWeights
 
-N_DIFF = 15  # x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, peephole, 6 layer-norm tensors
-
 _lib = torch.library.Library("lstmkit", "FRAGMENT")  # kept: the registrations live as long as it does
 _lib.define(
     "fused_layer(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
@@ -125,4 +123,4 @@ def run_op_layer(
     return y, h_t, c_t, ((gates, c_all) if trace else None)
 
 
-__all__ = ["N_DIFF", "run_op_layer"]
+__all__ = ["run_op_layer"]
