@@ -436,7 +436,7 @@ NONE_DEFAULTS = {
     "id": "none, one series",
     "features": "none",
     "future_features": "none",
-    "window": "from the detected season and the series' length: 2 seasons or 2 horizons, at least 16",
+    "window": "from the detected season and the series' length: 2 seasons or 2 horizons, at least 24",
     "horizon": "one detected season, or 8, at most a fifth of the shortest series",
     "season": "detected from the data",
     "backtest": "12 origins, fewer for short series",

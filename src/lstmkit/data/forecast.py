@@ -60,6 +60,7 @@ from .series import Panel, Series, calendar_features, calendar_names, read_panel
 
 SCALINGS = ("last", "revin", "mean")
 REFERENCES = ("seasonal-mean", "seasonal-naive")
+MIN_WINDOW = 24  # the default window's floor, in steps (plan_lengths)
 REFERENCE_SEASONS = 3  # seasons the seasonal-mean reference averages (fewer where the history is shorter)
 DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
 FILLS = ("interpolate", "ffill", "zero", "error")
@@ -97,14 +98,14 @@ def plan_lengths(
 
     Season: detected by autocorrelation (``seasonal_period``, helped by the dates' frequency `freq`)
     when not given. Horizon: one season, or 8 steps without one, at most a fifth of the shortest
-    series. Window: two seasons or two horizons, whichever is longer, at least 16 steps (on quarterly
-    series 16 beat 8), shrunk (never below one season) until each series keeps at least ~4 training
-    windows. Backtest: 12 origins, fewer for short series (a tenth
-    of the shortest series, at least 1). Validation: as many origins as the backtest, fewer for
-    short series (a fifteenth of the shortest series, at least 1), spaced so that they span up to a
-    tenth of the shortest series: origins spread over a longer stretch (e.g. every time of day of
-    half-hourly data) calibrate the intervals and pick the checkpoint better than a few neighbouring
-    ones.
+    series. Window: two seasons or two horizons, whichever is longer, at least MIN_WINDOW = 24 steps
+    (on the benchmark's quarterly series 16 beat 8, and 24 beat 16: BENCHMARKS.md), shrunk (never
+    below one season) until each series keeps at least ~4 training windows. Backtest: 12 origins,
+    fewer for short series (a tenth of the shortest series, at least 1). Validation: as many
+    origins as the backtest, fewer for short series (a fifteenth of the shortest series, at least
+    1), spaced so that they span up to a tenth of the shortest series: origins spread over a longer
+    stretch (e.g. every time of day of half-hourly data) calibrate the intervals and pick the
+    checkpoint better than a few neighbouring ones.
     """
     if season is None:
         season = seasonal_period(y_for_season, freq) if len(y_for_season) >= 8 else 1
@@ -117,7 +118,7 @@ def plan_lengths(
     val_step = max(1, n_min // (10 * val)) if val > 1 else 1
     reserved = horizon + (backtest - 1) * step + horizon + (val - 1) * val_step  # test span + validation span
     if window is None:
-        window = max(2 * season, 2 * horizon, 16)
+        window = max(2 * season, 2 * horizon, MIN_WINDOW)
         room = n_min - reserved - horizon - 3  # ~4 training windows at least
         window = max(min(window, room), season, 2)
     return Plan(
