@@ -101,7 +101,7 @@ def plot_forecast(run: Any, df: Any, csv: str | Path | None = None, max_series: 
         title = f"{panel.target}" + (f" — {panel.id} {s.id}" if panel.id else "")
         ax.set_title(title, fontsize=10, loc="left")
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(loc="upper left", fontsize=8, frameon=False)
+    axes[0, 0].legend(loc="best", fontsize=8, framealpha=0.85)  # where it hides the least of the lines
     if len(panel.series) > n:
         fig.text(0.99, 0.005, f"first {n} of {len(panel.series)} series", ha="right", fontsize=8)
     fig.tight_layout()
