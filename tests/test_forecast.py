@@ -156,7 +156,16 @@ def test_defaults_from_season_and_length() -> None:
     p = plan_lengths(
         300, np.random.default_rng(0).normal(size=240), season=None, horizon=None, window=None, backtest=None, step=1
     )
-    assert (p.season, p.horizon) == (1, 8)
+    assert (p.season, p.horizon, p.window) == (1, 8, 24)  # two horizons are 16: the floor is 24 steps
+    q = np.arange(200)
+    p = plan_lengths(
+        200, np.sin(2 * np.pi * q[:160] / 4), season=None, horizon=None, window=None, backtest=None, step=1
+    )
+    assert (p.season, p.horizon, p.window) == (4, 4, 24)  # quarterly: six years, not two
+    p = plan_lengths(40, np.sin(2 * np.pi * q[:28] / 4), season=None, horizon=None, window=None, backtest=None, step=1)
+    # a short series keeps ~4 training windows: 40 - (4 + 3) for the test origins - (4 + 2) for the validation
+    # ones - 4 for the last training window's targets - 3 = 20
+    assert (p.season, p.horizon, p.backtest, p.val_origins, p.window) == (4, 4, 4, 2, 20)
 
 
 def test_bad_input(tmp_path: Path) -> None:
