@@ -76,7 +76,8 @@ def test_seasonal_mean_reference_by_hand(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     m, n, h = 4, 60, 6
     y = 100 + np.arange(n) + 5 * np.tile([1.0, -2.0, 3.0, -2.0], n // m) + rng.normal(size=n)
-    task = make_task("csv", csv=write(tmp_path, monthly(y)), target="y", date="date", season=m, window=8, horizon=h)
+    task = make_task("csv", csv=write(tmp_path, monthly(y)), target="y", date="date", season=m, window=8, horizon=h,
+                     reference="seasonal-mean")  # fmt: skip
     origins = np.array([8, 11, 12, 20, 40])
     got = task._reference(np.zeros(len(origins), dtype=np.int64), origins, h)
     for row, e in zip(got, origins):
@@ -120,6 +121,7 @@ def test_known_forecasts_score_as_computed_by_hand(tmp_path: Path) -> None:
         horizon=2,
         backtest=3,
         scaling="last",
+        reference="seasonal-naive",
     )
     m = task.evaluate(perfect(task), "test")
     assert m["mae"] == pytest.approx(0, abs=1e-5) and m["coverage"] == 1.0  # float32 targets
@@ -508,3 +510,75 @@ def test_rolling_calibration_by_hand(tmp_path: Path) -> None:
         want_side = max(want_side, 0.02 * intervals.MIN_SHARE)
         got_side = (fc[b_col].to_numpy() - fc[a_col].to_numpy()) / unit
         np.testing.assert_allclose(got_side, want_side, rtol=1e-5, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------- the AutoETS reference
+
+
+def quarterly(y: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"date": pd.date_range("1990-01-01", periods=len(y), freq="QS"), "y": y})
+
+
+def test_ets_reference_extrapolates_trend_and_season_and_reads_nothing_after_its_origin(tmp_path: Path) -> None:
+    """On a line plus an exact quarterly season AutoETS (additive trend and season) continues the
+    pattern: the reference from each test origin is the true continuation (the seasonal mean, which
+    has no trend, lags it); the model is fitted before the validation period, so poisoning everything
+    from there on changes no training window's reference; and a reference reads nothing from its
+    origin on."""
+    t = np.arange(120)
+    y = 100 + 0.8 * t + np.array([6.0, -3.0, 4.0, -7.0])[t % 4]
+    kw = dict(target="y", date="date", season=4, horizon=4, backtest=6)
+    task = make_task("csv", csv=write(tmp_path, quarterly(y)), reference="ets", **kw)
+    smean = make_task("csv", csv=write(tmp_path, quarterly(y), "m.csv"), reference="seasonal-mean", **kw)
+    assert task.notes == [] or all("reference" not in n for n in task.notes)
+    e = task.origins("test")[0]
+    base = np.zeros(len(e), dtype=np.int64)
+    truth = y[e[:, None] + np.arange(4)[None, :]]
+    ref = task._reference(base, e, 4)
+    assert np.abs(ref - truth).max() < 0.05 * 0.8  # within 5% of one step's trend
+    assert np.abs(smean._reference(base, e, 4) - truth).mean() > 1.0  # the seasonal mean lags the trend
+    # fitted before validation: poison the validation and test periods, the training references stay
+    first_val = int(task.origins("val")[0][0])
+    bad = y.copy()
+    bad[first_val:] = 1e6
+    poisoned = make_task("csv", csv=write(tmp_path, quarterly(bad), "b.csv"), reference="ets", **kw)
+    tr = task._train_e
+    np.testing.assert_allclose(
+        poisoned._reference(np.zeros(len(tr), dtype=np.int64), tr, 4),
+        task._reference(np.zeros(len(tr), dtype=np.int64), tr, 4),
+        rtol=1e-9,
+    )
+    # nothing from the origin on is read
+    for o in e:
+        before = task._reference(np.array([0]), np.array([o]), 4)
+        saved = task._y.copy()
+        task._y[o:] = np.nan
+        task._ref_cache.clear()
+        try:
+            after = task._reference(np.array([0]), np.array([o]), 4)
+        finally:
+            task._y[:] = saved
+        np.testing.assert_array_equal(after, before)
+
+
+def test_ets_reference_falls_back_to_the_seasonal_mean_and_says_so(tmp_path: Path) -> None:
+    t = np.arange(200)
+    y = 50 + np.sin(2 * np.pi * t / 48) + 0.01 * t
+    long_season = make_task(
+        "csv", csv=write(tmp_path, monthly(y)), target="y", date="date", season=48, horizon=4, reference="ets"
+    )
+    assert any("above AutoETS's limit" in n for n in long_season.notes)
+    plain = make_task("csv", csv=write(tmp_path, monthly(y), "p.csv"), target="y", date="date", season=48, horizon=4)
+    e = long_season.origins("test")[0]
+    base = np.zeros(len(e), dtype=np.int64)
+    np.testing.assert_array_equal(long_season._reference(base, e, 4), plain._reference(base, e, 4))
+    # a series that is constant before validation keeps the seasonal mean, named in the notes
+    rows = [
+        ("a", d, 5.0 if k < 90 else 5.0 + k) for k, d in enumerate(pd.date_range("2000-01-01", periods=100, freq="MS"))
+    ]
+    rows += [("b", d, 10 + np.sin(k)) for k, d in enumerate(pd.date_range("2000-01-01", periods=100, freq="MS"))]
+    df = pd.DataFrame(rows, columns=["id", "date", "y"])
+    task = make_task("csv", csv=write(tmp_path, df, "ab.csv"), target="y", date="date", id="id", season=4,
+                     horizon=4, reference="ets+seasonal-mean")  # fmt: skip
+    assert any("'a': constant before validation" in n for n in task.notes)
+    assert "b" in task._ets.models and "a" not in task._ets.models

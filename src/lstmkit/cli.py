@@ -418,9 +418,11 @@ def _add_train_options(p: argparse.ArgumentParser, task: str | None = None) -> N
     g.add_argument("--scaling", choices=("last", "revin", "mean"), help="csv: per-window scaling (default mean)")
     g.add_argument(
         "--reference",
-        choices=("seasonal-mean", "seasonal-naive"),
-        help="csv: the forecast the model corrects (default seasonal-mean: the last season's mean plus the "
-        "season's profile averaged over up to 3 seasons)",
+        choices=("auto", "seasonal-mean", "seasonal-naive", "ets", "ets+seasonal-mean"),
+        help="csv: the forecast the model corrects: seasonal-mean (the last season's mean plus the season's "
+        "profile averaged over up to 3 seasons), ets (AutoETS fitted on each series' training part), "
+        "ets+seasonal-mean (their average), seasonal-naive; default auto: ets+seasonal-mean for up to 50 "
+        "series, seasonal-mean for more",
     )
     g.add_argument("--delimiter", help="csv: field delimiter (default ,)")
     g.add_argument("--task-param", action="append", metavar="KEY=VALUE", help="any other task parameter")
