@@ -61,7 +61,7 @@ import torch
 from . import intervals
 from .base import Batch, DataError, Split, Task, check_choice, check_int
 from .baselines import ETS_MAX_SEASON
-from .references import EtsReference
+from .references import EtsReference, seasonal_reference
 from .season import seasonal_period
 from .series import Panel, Series, calendar_features, calendar_names, read_panel
 
@@ -69,7 +69,6 @@ SCALINGS = ("last", "revin", "mean")
 REFERENCES = ("auto", "seasonal-mean", "seasonal-naive", "ets", "ets+seasonal-mean")
 AUTO_ETS_SERIES = 50  # reference "auto": ets+seasonal-mean for at most this many series, else seasonal-mean
 MIN_WINDOW = 24  # the default window's floor, in steps (plan_lengths)
-REFERENCE_SEASONS = 3  # seasons the seasonal-mean reference averages (fewer where the history is shorter)
 DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
 FILLS = ("interpolate", "ffill", "zero", "error")
 EPS = 1e-8
@@ -413,34 +412,10 @@ class ForecastTask(Task):
         return ets if self.reference == "ets" else 0.5 * (ets + seasonal)
 
     def _seasonal_reference(self, base: np.ndarray, e: np.ndarray, h: int) -> np.ndarray:
-        """(B, h) the seasonal references (``seasonal-naive`` for that reference, else ``seasonal-mean``).
-
-        ``seasonal-naive``: y[t - m], the value one season back. ``seasonal-mean``: the mean of the
-        last season plus the season's profile averaged over up to REFERENCE_SEASONS past seasons
-        (each value minus the mean of its season-long block): averaging several seasons halves the
-        noise of a one-season copy, which on the noisy short seasonal series of the benchmark
-        (wineind, woolyrnq, ausbeer) is 10-35% better than seasonal naive. Without a season
-        (m = 1) both are the last value."""
-        m = self.season
-        k = np.arange(1, h + 1)[None, :]
-        back = m * np.ceil(k / m).astype(np.int64)  # (1, h): the same phase, one season back
-        snaive = self._y[base[:, None] + e[:, None] - 1 + k - back]
-        if self.reference == "seasonal-naive" or m == 1:
-            return snaive
-        cs = self._csum
-        a = base + e  # absolute row of the origin
-
-        def block_mean(j: np.ndarray) -> np.ndarray:  # mean of the j-th season-long block before the origin
-            return (cs[a - (j - 1) * m] - cs[a - j * m]) / m
-
-        seasons = np.minimum(REFERENCE_SEASONS, e // m)  # (B,) at least 1: the window is >= a season
-        total = np.zeros((len(e), h))
-        for j in range(1, REFERENCE_SEASONS + 1):
-            on = (j <= seasons)[:, None]
-            jj = np.minimum(j, seasons)
-            rows = a[:, None] - 1 + k - back - (jj[:, None] - 1) * m
-            total += np.where(on, self._y[rows] - block_mean(jj)[:, None], 0.0)
-        return block_mean(np.ones_like(e))[:, None] + total / seasons[:, None]
+        """(B, h) ``seasonal-naive`` for that reference, else ``seasonal-mean``
+        (:func:`lstmkit.data.references.seasonal_reference`)."""
+        naive = self.reference == "seasonal-naive"
+        return seasonal_reference(self._y, self._csum, base, e, h, self.season, naive=naive)
 
     def _fit_ets(self) -> None:
         """Fit the AutoETS reference of every series on its data before its first validation origin;
@@ -452,37 +427,15 @@ class ForecastTask(Task):
             )
             return
         self._ets = EtsReference(self.season)
-        failed = []
-        for j, s in enumerate(self.panel.series):
-            why = self._ets.fit(s.id, s.y[: int(self._val_e[j][0])])
-            if why is not None:
-                failed.append(f"{s.id!r}: {why}" if self.panel.id else why)
-        if failed:
-            self._ets_notes.append(
-                f"reference {self.reference}: the seasonal mean instead of AutoETS for {len(failed)} series "
-                f"({'; '.join(failed[:3])}{'; ...' if len(failed) > 3 else ''})"
-            )
+        ends = [int(v[0]) for v in self._val_e]
+        self._ets_notes += self._ets.fit_panel(self.panel, ends, f"reference {self.reference}")
 
     def _ets_reference(self, base: np.ndarray, e: np.ndarray, h: int, fallback: np.ndarray) -> np.ndarray:
-        """(B, h) AutoETS's forecasts from origins `e` of the series starting at rows `base` (each
-        computed once: cached), `fallback`'s rows where a series has no model."""
+        """(B, h) AutoETS's forecasts from origins `e` of the series starting at rows `base`
+        (:meth:`lstmkit.data.references.EtsReference.run`)."""
         assert self._ets is not None
-        out = fallback.copy()
-        which = np.searchsorted(self._offsets, base, side="right") - 1
-        for i, (b, ee, j) in enumerate(zip(base.tolist(), e.tolist(), which.tolist())):
-            key = (b, ee, h)
-            got = self._ref_cache.get(key)
-            if got is None:
-                sid = self.panel.series[j].id
-                if sid not in self._ets.models and sid not in self._ets_tried:
-                    self._ets_tried.add(sid)  # a series the run did not train on (newer data): fit it here
-                    self._ets.fit(sid, self._y[b : b + ee])
-                got = self._ets.forecast(sid, self._y[b : b + ee], h)
-                if got is None:
-                    continue
-                self._ref_cache[key] = got
-            out[i] = got
-        return out
+        ids = [s.id for s in self.panel.series]
+        return self._ets.run(self._y, self._offsets, ids, base, e, h, fallback, self._ref_cache, self._ets_tried)
 
     def window_values(self, batch: Batch) -> np.ndarray:
         """(B, window) the observed target values of each window of `batch`, in the target's units."""
