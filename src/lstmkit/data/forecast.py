@@ -23,8 +23,8 @@ the last value), with ``"ets"`` AutoETS's forecast (fitted on each series' train
 :mod:`lstmkit.data.references`), with ``"ets+seasonal-mean"`` the average of the last two. The
 default ``"auto"`` is ``ets+seasonal-mean`` for panels of up to AUTO_ETS_SERIES series (AutoETS
 costs ~0.1 s a series to fit, again when a run is loaded) and ``seasonal-mean`` beyond (BENCHMARKS.md,
-"Forecasting": the average beat the seasonal mean by 3-4% in MAE on the short benchmark series and
-AutoETS alone by 4% at h = season). The head's Q outputs at future step k are quantiles of
+"Forecasting": on the short benchmark series the average's geometric-mean MAE beat the seasonal
+mean's by 4-5% and AutoETS's alone by 4% at h = season). The head's Q outputs at future step k are quantiles of
 (y_{T+k} - r_{T+k}) in the window's scale: the network learns a correction of a baseline every
 forecaster checks first, which is also what the untrained network forecasts.
 
