@@ -22,11 +22,12 @@ up to 3 seasons, with ``"seasonal-naive"`` y_{T+k-m*ceil(k/m)} (without a season
 the last value), with ``"ets"`` AutoETS's forecast (fitted on each series' training part:
 :mod:`lstmkit.data.references`), with ``"ets+seasonal-mean"`` the average of the last two. The
 default ``"auto"`` is ``ets+seasonal-mean`` for panels of up to AUTO_ETS_SERIES series (AutoETS
-costs ~0.1 s a series to fit, again when a run is loaded) and ``seasonal-mean`` beyond (BENCHMARKS.md,
-"Forecasting": on the short benchmark series the average's geometric-mean MAE beat the seasonal
-mean's by 4-5% and AutoETS's alone by 4% at h = season). The head's Q outputs at future step k are quantiles of
-(y_{T+k} - r_{T+k}) in the window's scale: the network learns a correction of a baseline every
-forecaster checks first, which is also what the untrained network forecasts.
+costs ~0.1 s a series to fit, again when a run is loaded) and ``seasonal-mean`` beyond
+(BENCHMARKS.md, "Forecasting": on the short benchmark series the average's geometric-mean MAE beat
+the seasonal mean's by 4-5% and AutoETS's alone by 4% at h = season). The head's Q outputs at
+future step k are quantiles of (y_{T+k} - r_{T+k}) in the window's scale: the network learns a
+correction of a baseline every forecaster checks first, which is also what the untrained network
+forecasts.
 
 Scaling is per window (``scaling``), so a series that leaves its training range is forecast as well
 as one that does not:
