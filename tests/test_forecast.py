@@ -519,18 +519,30 @@ def quarterly(y: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"date": pd.date_range("1990-01-01", periods=len(y), freq="QS"), "y": y})
 
 
-def test_ets_reference_extrapolates_trend_and_season_and_reads_nothing_after_its_origin(tmp_path: Path) -> None:
-    """On a line plus an exact quarterly season AutoETS (additive trend and season) continues the
-    pattern: the reference from each test origin is the true continuation (the seasonal mean, which
-    has no trend, lags it); the model is fitted before the validation period, so poisoning everything
-    from there on changes no training window's reference; and a reference reads nothing from its
-    origin on."""
-    t = np.arange(120)
-    y = 100 + 0.8 * t + np.array([6.0, -3.0, 4.0, -7.0])[t % 4]
-    kw = dict(target="y", date="date", season=4, horizon=4, backtest=6)
-    task = make_task("csv", csv=write(tmp_path, quarterly(y)), reference="ets", **kw)
-    smean = make_task("csv", csv=write(tmp_path, quarterly(y), "m.csv"), reference="seasonal-mean", **kw)
-    assert task.notes == [] or all("reference" not in n for n in task.notes)
+def half_hourly(y: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"date": pd.date_range("2000-06-05", periods=len(y), freq="30min"), "y": y})
+
+
+@pytest.mark.parametrize("season", [4, 48])
+def test_ets_reference_extrapolates_trend_and_season_and_reads_nothing_after_its_origin(
+    tmp_path: Path, season: int
+) -> None:
+    """On a line plus an exact season AutoETS continues the pattern: with a quarterly season the
+    model's own additive trend and season; with 48 (above AutoETS's limit of 24) a non-seasonal model
+    of the series minus its season, the season added back. The reference from each test origin is the
+    true continuation (the seasonal mean, which has no trend, lags it); the model is fitted before the
+    validation period, so poisoning everything from there on changes no training window's reference;
+    and a reference reads nothing from its origin on."""
+    t = np.arange(120 if season == 4 else 700)
+    pattern = np.array([6.0, -3.0, 4.0, -7.0]) if season == 4 else 5 * np.sin(2 * np.pi * np.arange(48) / 48) ** 3
+    y = 100 + 0.8 * t + pattern[t % season]
+    frame = quarterly if season == 4 else half_hourly
+    kw = dict(target="y", date="date", season=season, horizon=4, backtest=6)
+    task = make_task("csv", csv=write(tmp_path, frame(y)), reference="ets", **kw)
+    smean = make_task("csv", csv=write(tmp_path, frame(y), "m.csv"), reference="seasonal-mean", **kw)
+    adjusted = [n for n in task.notes if "reference" in n]
+    assert adjusted == ([] if season == 4 else [adjusted[0]])
+    assert season == 4 or "without a season on the seasonally adjusted series" in adjusted[0]
     e = task.origins("test")[0]
     base = np.zeros(len(e), dtype=np.int64)
     truth = y[e[:, None] + np.arange(4)[None, :]]
@@ -541,7 +553,7 @@ def test_ets_reference_extrapolates_trend_and_season_and_reads_nothing_after_its
     first_val = int(task.origins("val")[0][0])
     bad = y.copy()
     bad[first_val:] = 1e6
-    poisoned = make_task("csv", csv=write(tmp_path, quarterly(bad), "b.csv"), reference="ets", **kw)
+    poisoned = make_task("csv", csv=write(tmp_path, frame(bad), "b.csv"), reference="ets", **kw)
     tr = task._train_e
     np.testing.assert_allclose(
         poisoned._reference(np.zeros(len(tr), dtype=np.int64), tr, 4),
@@ -562,16 +574,6 @@ def test_ets_reference_extrapolates_trend_and_season_and_reads_nothing_after_its
 
 
 def test_ets_reference_falls_back_to_the_seasonal_mean_and_says_so(tmp_path: Path) -> None:
-    t = np.arange(200)
-    y = 50 + np.sin(2 * np.pi * t / 48) + 0.01 * t
-    long_season = make_task(
-        "csv", csv=write(tmp_path, monthly(y)), target="y", date="date", season=48, horizon=4, reference="ets"
-    )
-    assert any("above AutoETS's limit" in n for n in long_season.notes)
-    plain = make_task("csv", csv=write(tmp_path, monthly(y), "p.csv"), target="y", date="date", season=48, horizon=4)
-    e = long_season.origins("test")[0]
-    base = np.zeros(len(e), dtype=np.int64)
-    np.testing.assert_array_equal(long_season._reference(base, e, 4), plain._reference(base, e, 4))
     # a series that is constant before validation keeps the seasonal mean, named in the notes
     rows = [
         ("a", d, 5.0 if k < 90 else 5.0 + k) for k, d in enumerate(pd.date_range("2000-01-01", periods=100, freq="MS"))
@@ -582,3 +584,8 @@ def test_ets_reference_falls_back_to_the_seasonal_mean_and_says_so(tmp_path: Pat
                      horizon=4, reference="ets+seasonal-mean")  # fmt: skip
     assert any("'a': constant before validation" in n for n in task.notes)
     assert "b" in task._ets.models and "a" not in task._ets.models
+    smean = make_task("csv", csv=write(tmp_path, df, "ab.csv"), target="y", date="date", id="id", season=4,
+                      horizon=4, reference="seasonal-mean")  # fmt: skip
+    e = task.origins("test")[0]  # series a's: the average of the seasonal mean with itself
+    base = np.zeros(len(e), dtype=np.int64)
+    np.testing.assert_allclose(task._reference(base, e, 4), smean._reference(base, e, 4), rtol=1e-12)

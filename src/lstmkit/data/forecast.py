@@ -19,7 +19,8 @@ ONNX, the NumPy runtime) works on forecasting runs. The inputs of step t are
 where r_t is y_{t-m} at observed steps and the reference forecast at future step k (m the season):
 with ``reference="seasonal-mean"`` the last season's mean plus the season's profile averaged over
 up to 3 seasons, with ``"seasonal-naive"`` y_{T+k-m*ceil(k/m)} (without a season, m = 1, both are
-the last value), with ``"ets"`` AutoETS's forecast (fitted on each series' training part:
+the last value), with ``"ets"`` AutoETS's forecast (fitted on each series' training part; for
+seasons above 24 a non-seasonal AutoETS of the seasonally adjusted series:
 :mod:`lstmkit.data.references`), with ``"ets+seasonal-mean"`` the average of the last two. The
 default ``"auto"`` is ``ets+seasonal-mean`` for panels of up to AUTO_ETS_SERIES series (AutoETS
 costs ~0.1 s a series to fit, again when a run is loaded) and ``seasonal-mean`` beyond
@@ -421,13 +422,12 @@ class ForecastTask(Task):
     def _fit_ets(self) -> None:
         """Fit the AutoETS reference of every series on its data before its first validation origin;
         the series it cannot serve keep the seasonal mean (said in ``_ets_notes``)."""
-        if not EtsReference.usable(self.season):
+        self._ets = EtsReference(self.season)
+        if self._ets.adjusted:
             self._ets_notes.append(
                 f"reference {self.reference}: season {self.season} is above AutoETS's limit here "
-                f"({ETS_MAX_SEASON}); the seasonal-mean reference instead"
+                f"({ETS_MAX_SEASON}); AutoETS without a season on the seasonally adjusted series instead"
             )
-            return
-        self._ets = EtsReference(self.season)
         ends = [int(v[0]) for v in self._val_e]
         self._ets_notes += self._ets.fit_panel(self.panel, ends, f"reference {self.reference}")
 

@@ -10,10 +10,17 @@ again, so a reference reads only data before its origin, and the backtest's test
 future are forecast by the model the training part chose. Fitting takes ~40 ms on a quarterly
 series of 100 points and each origin ~0.05 ms.
 
+Seasons above ``baselines.ETS_MAX_SEASON`` (24: ETS carries a state per season step; statsforecast's
+AutoETS is then slow and R's forecast::ets refuses it; half-hourly data's 48, weekly data's 52) take
+the route R's stlf and the backtest's own baseline take (``lstmkit.data.baselines``): AutoETS without
+a season on the series minus its season, the season added back to the forecast. Here the season is
+classical decomposition's profile (:func:`season_profile`), taken once from the fitted data, so a
+reference is still one pass over the history (the baseline's MSTL would decompose every origin's
+history afresh). On taylor (half-hourly, season 48) the network corrected this reference 20% better
+at h = 1 than the seasonal mean alone (BENCHMARKS.md, "Forecasting").
+
 A series the model cannot be fitted to (too short, constant, a fit that fails or returns non-finite
-values) and seasons above ``baselines.ETS_MAX_SEASON`` (24: ETS carries a state per season step;
-statsforecast's AutoETS is then slow and R's forecast::ets refuses it) keep the seasonal-mean
-reference; the run says which (``notes``).
+values) keeps the seasonal-mean reference; the run says which (``notes``).
 """
 
 from __future__ import annotations
@@ -62,6 +69,35 @@ def seasonal_reference(
     return block_mean(np.ones_like(e))[:, None] + total / seasons[:, None]
 
 
+def season_profile(y: np.ndarray, m: int) -> np.ndarray:
+    """(m,) the additive season of `y` by phase (row index mod m, from the series' first row), as
+    classical decomposition takes it: the deviations from the centred moving average of one season
+    (2 x m for even m, which a linear trend passes through exactly), averaged by phase and centred on
+    0. `y` needs at least 2m values."""
+    w = np.full(m + 1 - m % 2, 1.0 / m)
+    if m % 2 == 0:
+        w[0] = w[-1] = 0.5 / m
+    trend = np.convolve(y, w, mode="valid")
+    half = (len(w) - 1) // 2
+    phase = np.arange(half, half + len(trend)) % m
+    dev = y[half : half + len(trend)] - trend
+    prof = np.bincount(phase, weights=dev, minlength=m) / np.maximum(np.bincount(phase, minlength=m), 1)
+    return prof - prof.mean()
+
+
+class _Adjusted:
+    """A non-seasonal AutoETS model of a series minus its season (:func:`season_profile`, of the
+    fitted data), for seasons above ETS_MAX_SEASON; ``forward`` as statsforecast's models have it."""
+
+    def __init__(self, model: Any, profile: np.ndarray) -> None:
+        self.model, self.profile = model, profile
+
+    def forward(self, y: np.ndarray, h: int) -> dict[str, np.ndarray]:
+        m, t = len(self.profile), len(y)
+        out = np.asarray(self.model.forward(y=y - self.profile[np.arange(t) % m], h=h)["mean"], dtype=np.float64)
+        return {"mean": out + self.profile[np.arange(t, t + h) % m]}
+
+
 class EtsReference:
     """AutoETS models of a panel's series, by series id; :meth:`forecast` runs one from an origin."""
 
@@ -69,9 +105,10 @@ class EtsReference:
         self.season = int(season)
         self.models: dict[Any, Any] = {}
 
-    @staticmethod
-    def usable(season: int) -> bool:
-        return 1 <= season <= ETS_MAX_SEASON
+    @property
+    def adjusted(self) -> bool:
+        """Whether the models are non-seasonal ones of the seasonally adjusted series (:class:`_Adjusted`)."""
+        return self.season > ETS_MAX_SEASON
 
     def fit(self, sid: Any, y: np.ndarray) -> str | None:
         """Fit series `sid` on `y`; None when it worked, else why not (the series keeps the seasonal
@@ -86,7 +123,12 @@ class EtsReference:
         try:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")
-                model = AutoETS(season_length=self.season).fit(y)
+                if self.adjusted:
+                    profile = season_profile(y, self.season)
+                    idx = np.arange(y.size) % self.season
+                    model = _Adjusted(AutoETS(season_length=1).fit(y - profile[idx]), profile)
+                else:
+                    model = AutoETS(season_length=self.season).fit(y)
                 check = np.asarray(model.forward(y=y, h=1)["mean"], dtype=np.float64)
         except Exception as e:  # a reference must never stop a run: the seasonal mean stands in
             return f"AutoETS failed ({type(e).__name__}: {e})".strip()
