@@ -426,7 +426,7 @@ class ForecastTask(Task):
         if self._ets.adjusted:
             self._ets_notes.append(
                 f"reference {self.reference}: season {self.season} is above AutoETS's limit here "
-                f"({ETS_MAX_SEASON}); AutoETS without a season on the seasonally adjusted series instead"
+                f"({ETS_MAX_SEASON}), so AutoETS forecasts the seasonally adjusted series and the season is added back"
             )
         ends = [int(v[0]) for v in self._val_e]
         self._ets_notes += self._ets.fit_panel(self.panel, ends, f"reference {self.reference}")

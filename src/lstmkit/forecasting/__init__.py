@@ -68,6 +68,7 @@ def plot_forecast(run: Any, df: Any, csv: str | Path | None = None, max_series: 
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     task = forecasting_task(run)
@@ -101,6 +102,10 @@ def plot_forecast(run: Any, df: Any, csv: str | Path | None = None, max_series: 
         title = f"{panel.target}" + (f" — {panel.id} {s.id}" if panel.id else "")
         ax.set_title(title, fontsize=10, loc="left")
         ax.grid(alpha=0.3)
+        if panel.date:  # ticks that fit at any frequency (full dates overlap on half-hourly data)
+            locator = mdates.AutoDateLocator()
+            ax.xaxis.set_major_locator(locator)
+            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     axes[0, 0].legend(loc="best", fontsize=8, framealpha=0.85)  # where it hides the least of the lines
     if len(panel.series) > n:
         fig.text(0.99, 0.005, f"first {n} of {len(panel.series)} series", ha="right", fontsize=8)
