@@ -573,6 +573,30 @@ def test_ets_reference_extrapolates_trend_and_season_and_reads_nothing_after_its
         np.testing.assert_array_equal(after, before)
 
 
+@pytest.mark.parametrize("season", [4, 48])
+def test_ets_reference_refits_newer_data_that_starts_elsewhere(tmp_path: Path, season: int) -> None:
+    """Newer data given to a forecast may hold only the recent rows. AutoETS's states (and, above a
+    season of 24, the season's phase) run from a series' first row, so a series that no longer starts
+    where it did is fitted afresh on its history: from the end of the data its reference continues
+    the pattern exactly, as it does from the whole history, where the trained model is kept."""
+    t = np.arange(140 if season == 4 else 760)
+    pattern = np.array([6.0, -3.0, 4.0, -7.0]) if season == 4 else 5 * np.sin(2 * np.pi * np.arange(48) / 48) ** 3
+    y = 100 + 0.8 * t + pattern[t % season]
+    frame = quarterly if season == 4 else half_hourly
+    kw = dict(target="y", date="date", season=season, horizon=4, backtest=6, reference="ets")
+    task = make_task("csv", csv=write(tmp_path, frame(y[: len(t) - 20])), **kw)
+    sid = task.panel.series[0].id
+    for start in (0, 3):  # the whole history, then the same without its first 3 rows (out of phase)
+        newer = frame(y).iloc[start : len(t) - 4]
+        panel, future = task.read_newer(newer)
+        other = task._with_panel(panel, future)
+        assert other._ets is not None
+        ref = other._reference(np.array([0]), np.array([len(newer)]), 4)
+        np.testing.assert_allclose(ref[0], y[len(t) - 4 :], atol=0.05 * 0.8)
+        kept = other._ets.models.get(sid) is task._ets.models[sid]
+        assert kept == (start == 0)
+
+
 def test_ets_reference_falls_back_to_the_seasonal_mean_and_says_so(tmp_path: Path) -> None:
     # a series that is constant before validation keeps the seasonal mean, named in the notes
     rows = [

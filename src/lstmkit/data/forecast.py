@@ -775,6 +775,8 @@ class ForecastTask(Task):
         other.__dict__.update(self.__dict__)
         other.panel = panel
         other._ref_cache, other._ets_tried = {}, set()  # other data: AutoETS runs over it afresh
+        if self._ets is not None:  # and is fitted afresh to a series that no longer starts where it did
+            other._ets = self._ets.aligned(self.panel, panel)
         h = self.horizon
         ys, pasts, futs, cals = [], [], [], []
         for s in panel.series:

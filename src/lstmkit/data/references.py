@@ -137,6 +137,20 @@ class EtsReference:
         self.models[sid] = model
         return None
 
+    def aligned(self, old: Any, new: Any) -> EtsReference:
+        """A copy holding the models of the series of panel `new` that start as they did in panel
+        `old`, the data they were fitted on (the same first season of values). A model's states and
+        season run from its series' first row, so on newer data that starts elsewhere (a file of the
+        recent rows only) it would forecast out of phase; those series are fitted afresh on their
+        history when first run (:meth:`run`)."""
+        out = EtsReference(self.season)
+        first = {s.id: s.y[: max(self.season, MIN_FIT)] for s in old.series}
+        for s in new.series:
+            f = first.get(s.id)
+            if s.id in self.models and f is not None and np.array_equal(s.y[: len(f)], f):
+                out.models[s.id] = self.models[s.id]
+        return out
+
     def fit_panel(self, panel: Any, ends: list[int], name: str) -> list[str]:
         """Fit every series of `panel` on its values before `ends[j]`; the notes on those that keep
         the seasonal mean ([] when none)."""
