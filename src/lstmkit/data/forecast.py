@@ -423,13 +423,14 @@ class ForecastTask(Task):
         """Fit the AutoETS reference of every series on its data before its first validation origin;
         the series it cannot serve keep the seasonal mean (said in ``_ets_notes``)."""
         self._ets = EtsReference(self.season)
-        if self._ets.adjusted:
+        ends = [int(v[0]) for v in self._val_e]
+        failed = self._ets.fit_panel(self.panel, ends, f"reference {self.reference}")
+        if self._ets.adjusted and self._ets.models:  # said only where some series use it
             self._ets_notes.append(
                 f"reference {self.reference}: season {self.season} is above AutoETS's limit here "
                 f"({ETS_MAX_SEASON}), so AutoETS forecasts the seasonally adjusted series and the season is added back"
             )
-        ends = [int(v[0]) for v in self._val_e]
-        self._ets_notes += self._ets.fit_panel(self.panel, ends, f"reference {self.reference}")
+        self._ets_notes += failed
 
     def _ets_reference(self, base: np.ndarray, e: np.ndarray, h: int, fallback: np.ndarray) -> np.ndarray:
         """(B, h) AutoETS's forecasts from origins `e` of the series starting at rows `base`
