@@ -90,13 +90,19 @@ class _Adjusted:
     """A non-seasonal AutoETS model of a series minus its season (:func:`season_profile`, of the
     fitted data), for seasons above ETS_MAX_SEASON; ``forward`` as statsforecast's models have it."""
 
-    def __init__(self, model: Any, profile: np.ndarray) -> None:
-        self.model, self.profile = model, profile
+    def __init__(self, y: np.ndarray, m: int) -> None:
+        from statsforecast.models import AutoETS
+
+        self.profile = season_profile(y, m)
+        self.model = AutoETS(season_length=1).fit(y - self._season(0, len(y)))
+
+    def _season(self, start: int, n: int) -> np.ndarray:  # the profile at rows start..start+n-1
+        return self.profile[np.arange(start, start + n) % len(self.profile)]
 
     def forward(self, y: np.ndarray, h: int) -> dict[str, np.ndarray]:
-        m, t = len(self.profile), len(y)
-        out = np.asarray(self.model.forward(y=y - self.profile[np.arange(t) % m], h=h)["mean"], dtype=np.float64)
-        return {"mean": out + self.profile[np.arange(t, t + h) % m]}
+        t = len(y)
+        out = np.asarray(self.model.forward(y=y - self._season(0, t), h=h)["mean"], dtype=np.float64)
+        return {"mean": out + self._season(t, h)}
 
 
 class EtsReference:
@@ -125,9 +131,7 @@ class EtsReference:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")
                 if self.adjusted:
-                    profile = season_profile(y, self.season)
-                    idx = np.arange(y.size) % self.season
-                    model = _Adjusted(AutoETS(season_length=1).fit(y - profile[idx]), profile)
+                    model: Any = _Adjusted(y, self.season)
                 else:
                     model = AutoETS(season_length=self.season).fit(y)
                 check = np.asarray(model.forward(y=y, h=1)["mean"], dtype=np.float64)
