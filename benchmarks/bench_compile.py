@@ -1,6 +1,8 @@
 """torch.compile(fullgraph=True) of an lstmkit.LSTM against the same module in eager mode, at the
 benchmark shapes of DESIGN.md (T, B, I, H), inference (eval, no gradient) and training (forward and
-backward), for the plain cell and layer norm.
+backward), for the plain cell and layer norm; then a whole model around a two-layer lstmkit.LSTM
+(:class:`SeqModel`), trained, without and with dropout (the latter with inductor's random numbers and
+with ``fallback_random``, eager mode's).
 
     PYTHONPATH=src python benchmarks/bench_compile.py [--quick] [--rounds N] [--cpp-wrapper]
 
@@ -21,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,8 +57,44 @@ def paired_ratio(base: Callable[[], object], other: Callable[[], object], rounds
     return statistics.median(ratios)
 
 
+class SeqModel(torch.nn.Module):
+    """A sequence-to-sequence regression model of the kind a user compiles: an input layer (Linear,
+    tanh), a two-layer lstmkit.LSTM, a Linear head and the mean squared error against a target;
+    ``dropout`` after the input layer, between the LSTM's layers and before the head."""
+
+    def __init__(self, I: int, H: int, dropout: float) -> None:
+        super().__init__()
+        self.inp = torch.nn.Linear(I, I)
+        self.rnn = lstmkit.LSTM(I, H, num_layers=2, dropout=dropout)
+        self.drop = torch.nn.Dropout(dropout)
+        self.head = torch.nn.Linear(H, I)
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        y, _ = self.rnn(self.drop(torch.tanh(self.inp(x))))
+        return torch.nn.functional.mse_loss(self.head(self.drop(y)), target)
+
+
+def model_case(name: str, dropout: float, rounds: int, options: dict[str, Any] | None) -> float:
+    """Compiled / eager time of one training step (forward, loss, backward) of :class:`SeqModel`."""
+    T, B, I, H = SHAPES[name]
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    m = SeqModel(I, H, dropout).train()
+    compiled = torch.compile(m, fullgraph=True, dynamic=False, options=options)
+    x, target = torch.randn(T, B, I), torch.randn(T, B, I)
+
+    def run(f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable[[], object]:
+        def one() -> object:
+            f(x, target).backward()
+            return None
+
+        return one
+
+    return paired_ratio(run(m), run(compiled), rounds)
+
+
 def case(
-    name: str, variants: dict[str, bool], train: bool, rounds: int, options: dict[str, object] | None = None
+    name: str, variants: dict[str, bool], train: bool, rounds: int, options: dict[str, Any] | None = None
 ) -> tuple[float, str]:
     T, B, I, H = SHAPES[name]
     torch._dynamo.reset()  # each case compiles afresh (dynamo's recompile limit counts per code object)
@@ -85,6 +124,40 @@ def case(
     return paired_ratio(eager, run(compiled), rounds), path
 
 
+def frame_case(what: str, rounds: int) -> tuple[float, float]:
+    """(time in a dynamo frame / time called directly, the direct call's median seconds) for one call:
+    lstmkit's operator at train-small (inference) or torch.mm of two n x n matrices ("mm N"), the
+    frame being ``torch.compile(f, backend="eager")``: dynamo's guards and the captured graph run by
+    Python, no AOTAutograd and no inductor. torch's own operator pays the same: torch.compile's floor."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    if what.startswith("mm"):
+        n = int(what.split()[1])
+        args: tuple[torch.Tensor, ...] = (torch.randn(n, n), torch.randn(n, n))
+
+        def f(*a: torch.Tensor) -> object:
+            return torch.mm(a[0], a[1])
+
+    else:
+        import lstmkit.core.ops  # noqa: F401  (registers torch.ops.lstmkit)
+
+        T, B, I, H = SHAPES["train-small"]
+        m = lstmkit.LSTM(I, H)
+        w = [p.detach() for p in (m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0)]
+        args = (torch.randn(T, B, I), torch.zeros(B, H), torch.zeros(B, H), *w)
+
+        def f(*a: torch.Tensor) -> object:
+            return torch.ops.lstmkit.fused_layer(*a, *([None] * 11), False, False, 0)  # type: ignore[operator]
+
+    framed = torch.compile(f, backend="eager", fullgraph=True, dynamic=False)
+    times = []
+    for _ in range(max(rounds, 20)):
+        t0 = time.perf_counter()
+        f(*args)
+        times.append(time.perf_counter() - t0)
+    return paired_ratio(lambda: f(*args), lambda: framed(*args), rounds), statistics.median(times)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -101,7 +174,7 @@ def main() -> None:
     if not K.available():
         sys.exit(f"bench_compile: the fused kernels are unavailable: {K.unavailable_reason()}")
     rounds = 15 if args.quick and args.rounds == 60 else args.rounds
-    options = {"cpp_wrapper": True} if args.cpp_wrapper else None
+    options: dict[str, Any] | None = {"cpp_wrapper": True} if args.cpp_wrapper else None
     shapes = ["train-small", "train-mid"] if args.quick else list(SHAPES)
     configs = {"plain": {}} if args.quick else {"plain": {}, "layer_norm": {"layer_norm": True}}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, kernels: {K.build_info()}, options {options}")
@@ -112,6 +185,19 @@ def main() -> None:
             inf, p_inf = case(shape, variants, False, rounds, options)
             tr, p_tr = case(shape, variants, True, rounds, options)
             print(f"{shape:<12} {cname:<11} {inf:>8.3f} ({p_inf:>6}) {tr:>8.3f} ({p_tr:>6})", flush=True)
+    print("\na model (Linear + tanh, 2-layer lstmkit.LSTM, Linear head, MSE loss), one training step: compiled / eager")
+    drop_cases: dict[str, tuple[float, dict[str, Any]]] = {"no dropout": (0.0, {}), "dropout 0.1": (0.1, {})}
+    if not args.quick:
+        drop_cases["dropout 0.1, fallback_random"] = (0.1, {"fallback_random": True})
+    print(f"{'shape':<12} " + " ".join(f"{k:>30}" for k in drop_cases))
+    for shape in shapes:
+        ratios = [model_case(shape, p, rounds, {**(options or {}), **o} or None) for p, o in drop_cases.values()]
+        print(f"{shape:<12} " + " ".join(f"{r:>30.3f}" for r in ratios), flush=True)
+    print("\ntorch.compile's floor: one call in dynamo's frame (backend='eager') / the same call without it")
+    for what in ("lstmkit op, train-small", "mm 512", "mm 800"):
+        ratio, t = frame_case(what, max(rounds, 100))
+        extra = (ratio - 1) * t * 1e6
+        print(f"{what:<24} {ratio:>8.3f}   (direct call: {t * 1e6:>6.0f} us; in the frame: {extra:+.0f} us)")
 
 
 if __name__ == "__main__":
