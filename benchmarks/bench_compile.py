@@ -2,7 +2,9 @@
 benchmark shapes of DESIGN.md (T, B, I, H), inference (eval, no gradient) and training (forward and
 backward), for the plain cell and layer norm; then a whole model around a two-layer lstmkit.LSTM
 (:class:`SeqModel`), trained, without and with dropout (the latter with inductor's random numbers and
-with ``fallback_random``, eager mode's).
+with ``fallback_random``, eager mode's); then torch.compile's floor: what dynamo's frame adds to one
+call of lstmkit's operator and of torch.mm, and how much slower a piece of its Python runs right
+after a millisecond-long product than warm.
 
     PYTHONPATH=src python benchmarks/bench_compile.py [--quick] [--rounds N] [--cpp-wrapper]
 
@@ -158,6 +160,32 @@ def frame_case(what: str, rounds: int) -> tuple[float, float]:
     return paired_ratio(lambda: f(*args), lambda: framed(*args), rounds), statistics.median(times)
 
 
+def cold_python(n: int, calls: int = 300) -> tuple[float, float]:
+    """Median microseconds of a piece of torch.compile's per-call Python (the config patch dynamo's
+    frame enters for ``dynamic=False``; no tensor work), run warm (right after itself) and right
+    after a torch.mm of two n x n matrices: the product's memory traffic evicts the interpreter's
+    code and data from the core's caches, and Python run then runs slower."""
+    from torch._dynamo import config
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+
+    def piece() -> None:
+        with config.patch(automatic_dynamic_shapes=False, assume_static_by_default=True):
+            pass
+
+    warm, cold = [], []
+    for _ in range(calls):
+        piece()
+        t0 = time.perf_counter()
+        piece()
+        warm.append(time.perf_counter() - t0)
+        torch.mm(a, b)
+        t0 = time.perf_counter()
+        piece()
+        cold.append(time.perf_counter() - t0)
+    return statistics.median(warm) * 1e6, statistics.median(cold) * 1e6
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -198,6 +226,9 @@ def main() -> None:
         ratio, t = frame_case(what, max(rounds, 100))
         extra = (ratio - 1) * t * 1e6
         print(f"{what:<24} {ratio:>8.3f}   (direct call: {t * 1e6:>6.0f} us; in the frame: {extra:+.0f} us)")
+    for n in (128, 512, 800):
+        warm, cold = cold_python(n)
+        print(f"a piece of the frame's Python (a config patch): {warm:.1f} us warm, {cold:.1f} us after mm {n}")
 
 
 if __name__ == "__main__":
