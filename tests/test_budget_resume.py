@@ -197,9 +197,7 @@ def test_interrupt_messages_in_process(tmp_path: Path, capsys: pytest.CaptureFix
     assert "the checkpoint of step 5 is kept" in err
 
 
-def test_a_run_stopped_early_trains_on_with_a_larger_budget(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_run_stopped_early_trains_on_with_a_larger_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Stopped by patience, then given a larger budget: the evaluations without improvement count from
     0 again (before, the kept count stopped the run at its next evaluation, 5 steps on)."""
     run = tmp_path / "r"

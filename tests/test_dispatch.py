@@ -194,7 +194,7 @@ def test_measuring_is_an_opt_in(measuring: tuple[Path, list[int]], monkeypatch: 
     with torch.no_grad(), no_file_written(monkeypatch):
         y, _ = lstm(x)
     assert torch.equal(torch.get_rng_state(), state)  # measuring drew no random number of the caller
-    (key, entry), = dispatch.choices().items()
+    ((key, entry),) = dispatch.choices().items()
     assert "grad=0" in key and "B=3 I=8 H=16" in key and "T<=64" in key
     want = "fused" if entry["fused_s"] <= dispatch.MARGIN * entry["torch_s"] else "torch"
     assert entry["path"] == want == lstm.backend and calls == [1]

@@ -320,7 +320,12 @@ def test_mystery_report_bad_input() -> None:
 
 def test_token_kinds() -> None:
     assert [token_kind(t) for t in [CLUE_PREFIX + "ann", ALIBI_PREFIX + "bob", QUESTION, "<pad>", "the"]] == [
-        "clue", "alibi", "question", "pad", "filler"]
+        "clue",
+        "alibi",
+        "question",
+        "pad",
+        "filler",
+    ]
 
 
 def test_token_kinds_of_the_task_vocabulary() -> None:

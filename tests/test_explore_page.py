@@ -21,8 +21,16 @@ from lstmkit.explore import build_page, display_token, write_page, write_pngs
 from lstmkit.explore.page import page_data
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 XSS_SCRIPT = "</script><script>window.__pwned=1</script>"
 XSS_IMG = '<img src=x onerror="window.__pwned=1">'
 
@@ -111,8 +119,13 @@ def test_page_embeds_the_trace_faithfully() -> None:
 def test_page_escapes_everything_that_could_run() -> None:
     tokens = ["a", XSS_SCRIPT, XSS_IMG, "&amp;", "\u2028", "b"]
     tr = planted_trace(T=6, H=3)
-    page = build_page(tr, tokens, title=XSS_IMG, report=XSS_SCRIPT,
-                      predictions=[{"step": 1, "pred": XSS_IMG, "target": "x", "probs": {XSS_SCRIPT: 0.5}}])
+    page = build_page(
+        tr,
+        tokens,
+        title=XSS_IMG,
+        report=XSS_SCRIPT,
+        predictions=[{"step": 1, "pred": XSS_IMG, "target": "x", "probs": {XSS_SCRIPT: 0.5}}],
+    )
     assert page.lower().count("</script") == 2  # the end of the data block and of the page's script
     assert "<img" not in page
     assert "window.__pwned" in page  # ... as escaped data only
@@ -197,8 +210,10 @@ def open_page(browser: Any, path: Path, width: int = 1280, timeout_ms: int = 200
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("request", lambda r: errors.append("network request: " + r.url) if not r.url.startswith(
-        ("file:", "data:")) else None)
+    page.on(
+        "request",
+        lambda r: errors.append("network request: " + r.url) if not r.url.startswith(("file:", "data:")) else None,
+    )
     page.goto(path.as_uri())
     page.wait_for_selector("body[data-ready='1']", timeout=timeout_ms)
     return Opened(page, errors)
@@ -224,9 +239,14 @@ def set_unit(page: Any, unit: int) -> None:
 @pytest.mark.slow  # starts chromium
 def test_page_loads_colours_and_is_not_blank(browser: Any, tmp_path: Path) -> None:
     tokens = list(TEXT)
-    path = write_page(tmp_path, np_lstm(tokens, H=16, layers=2), tokens, title="Romeo",
-                      layer_labels=["layer 0", "layer 1"],
-                      next_probs=[{"e": 0.5, " ": 0.3, "\n": 0.2}] * len(tokens))
+    path = write_page(
+        tmp_path,
+        np_lstm(tokens, H=16, layers=2),
+        tokens,
+        title="Romeo",
+        layer_labels=["layer 0", "layer 1"],
+        next_probs=[{"e": 0.5, " ": 0.3, "\n": 0.2}] * len(tokens),
+    )
     o = open_page(browser, path)
     page = o.page
     assert page.inner_text("#title") == "Romeo"
@@ -352,10 +372,15 @@ def test_brushing_finds_the_planted_unit(browser: Any, tmp_path: Path) -> None:
 def test_input_text_never_runs_as_script(browser: Any, tmp_path: Path) -> None:
     tokens = ["hello ", XSS_SCRIPT, " ", XSS_IMG, "\n", "bye"]
     tr = planted_trace(T=len(tokens), H=4)
-    path = write_page(tmp_path, tr, tokens, title=XSS_SCRIPT + XSS_IMG, report="report " + XSS_IMG,
-                      predictions=[{"step": 3, "pred": XSS_IMG, "target": XSS_SCRIPT,
-                                    "probs": {XSS_IMG: 0.9}}],
-                      next_probs=[{XSS_IMG: 1.0}] * len(tokens))
+    path = write_page(
+        tmp_path,
+        tr,
+        tokens,
+        title=XSS_SCRIPT + XSS_IMG,
+        report="report " + XSS_IMG,
+        predictions=[{"step": 3, "pred": XSS_IMG, "target": XSS_SCRIPT, "probs": {XSS_IMG: 0.9}}],
+        next_probs=[{XSS_IMG: 1.0}] * len(tokens),
+    )
     o = open_page(browser, path)
     page = o.page
     page.hover("#text .tok[data-i='3']")
@@ -378,10 +403,14 @@ def test_words_predictions_and_report(browser: Any, tmp_path: Path) -> None:
     story = f"the night was quiet {CLUE_PREFIX}ann a door creaked {CLUE_PREFIX}bob {ALIBI_PREFIX}bob {QUESTION} "
     words = (story * 3).split()
     tr = planted_trace(T=len(words), H=6)
-    preds = [{"step": t, "pred": "ann", "target": "ann" if t < 30 else "bob",
-              "probs": {"ann": 0.8, "bob": 0.2}} for t, w in enumerate(words) if w == QUESTION]
-    path = write_page(tmp_path, tr, words, title="mystery", report="Units carrying the culprit: 4 (yes)",
-                      predictions=preds)
+    preds = [
+        {"step": t, "pred": "ann", "target": "ann" if t < 30 else "bob", "probs": {"ann": 0.8, "bob": 0.2}}
+        for t, w in enumerate(words)
+        if w == QUESTION
+    ]
+    path = write_page(
+        tmp_path, tr, words, title="mystery", report="Units carrying the culprit: 4 (yes)", predictions=preds
+    )
     o = open_page(browser, path)
     page = o.page
     assert page.is_visible("#report-panel") and "Units carrying" in page.inner_text("#report")

@@ -446,8 +446,14 @@ def test_autograd_node_edges(
 
 
 def grads_of(
-    case: dict[str, Any], loss_of: str, grad_of: tuple[str, ...], subset: bool, dtype: torch.dtype, *,
-    fused: bool, num_threads: int | None = None,
+    case: dict[str, Any],
+    loss_of: str,
+    grad_of: tuple[str, ...],
+    subset: bool,
+    dtype: torch.dtype,
+    *,
+    fused: bool,
+    num_threads: int | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """The gradients of grad_of's inputs of a loss over some outputs ("y+cT": y + 2 c_T, summed), by
     the fused layer or the oracle. Only grad_of's inputs require grad, or with subset all do."""

@@ -57,6 +57,7 @@ def check_backend(owner: str, backend: Any, variants: list[str]) -> None:
             "is set; use backend='auto' or 'reference'"
         )
 
+
 FUSED_DTYPES = (torch.float32, torch.float64)  # what the fused kernels compute in
 
 benchmark = False  # True: time both paths once per configuration (see the module docstring)

@@ -42,8 +42,7 @@ _lib.define(
     "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"
 )
 _lib.define(
-    "fused_layer_backward(Tensor handle, Tensor? dy, Tensor? dh, Tensor? dc, Tensor?[] inputs, int needs) "
-    "-> Tensor[]"
+    "fused_layer_backward(Tensor handle, Tensor? dy, Tensor? dh, Tensor? dc, Tensor?[] inputs, int needs) -> Tensor[]"
 )
 _lib.define("zeros(Tensor like, SymInt[] shape) -> Tensor")
 

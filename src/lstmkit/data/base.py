@@ -99,9 +99,7 @@ class Batch:
 def check_int(task: str, name: str, value: Any, *, minimum: int, maximum: int | None = None) -> int:
     """`value` as an int in [minimum, maximum], else a DataError naming the parameter."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise DataError(
-            f"{task}: parameter {name} must be an integer, got {value!r}; pass e.g. {name}={minimum}"
-        )
+        raise DataError(f"{task}: parameter {name} must be an integer, got {value!r}; pass e.g. {name}={minimum}")
     v = int(value)
     if v < minimum or (maximum is not None and v > maximum):
         bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
@@ -337,4 +335,3 @@ def read_utf8(path: str | Path, kind: str, what: str) -> str:
     if not text.strip():
         raise DataError(f"{kind} file {str(p)!r} is empty; pass {what} with data in it")
     return text
-

@@ -335,7 +335,9 @@ class ForecastTask(Task):
         given = self._given
         n = len(p.series)
         lines = [
-            f"{n} series" + (f" ({p.id})" if p.id else "") + f", {sum(len(s.y) for s in p.series)} rows"
+            f"{n} series"
+            + (f" ({p.id})" if p.id else "")
+            + f", {sum(len(s.y) for s in p.series)} rows"
             + (f", frequency {p.freq}" if p.freq else ", no dates"),
             f"season {self.season} ({'given' if given['season'] else 'detected'}), "
             f"window {self.window}, horizon {self.horizon}, quantiles {', '.join(f'{q:g}' for q in self.quantiles)}",

@@ -76,9 +76,7 @@ class ReberTask(Task):
     main_metric = "string_accuracy"
     higher_is_better = True
 
-    def __init__(
-        self, seed: int = 0, *, n_val: int = 256, n_test: int = 256, n_train: int | None = None
-    ) -> None:
+    def __init__(self, seed: int = 0, *, n_val: int = 256, n_test: int = 256, n_train: int | None = None) -> None:
         params: dict[str, Any] = {
             "n_val": check_int(self.name, "n_val", n_val, minimum=1, maximum=100_000),
             "n_test": check_int(self.name, "n_test", n_test, minimum=1, maximum=100_000),

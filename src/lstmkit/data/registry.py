@@ -50,7 +50,5 @@ def make_task(name: str, *, seed: int = 0, **params: Any) -> Task:
     valid = task_params(name)
     unknown = [k for k in params if k not in valid]
     if unknown:
-        raise DataError(
-            f"{cls.name}: unknown parameter {unknown[0]!r}; valid parameters: {', '.join(valid)}"
-        )
+        raise DataError(f"{cls.name}: unknown parameter {unknown[0]!r}; valid parameters: {', '.join(valid)}")
     return cls(seed, **params)

@@ -131,8 +131,7 @@ class TextTask(Task):
             source = f"text file {str(path)!r}"
         if sha256 is not None and sha256 != digest:
             raise DataError(
-                f"text: {source} differs from the one this task was made with (sha256 mismatch); "
-                "use the original text"
+                f"text: {source} differs from the one this task was made with (sha256 mismatch); use the original text"
             )
         for split, part in zip(("train", "val", "test"), ids):
             if len(part) < seq_len + 1:
@@ -176,9 +175,7 @@ class TextTask(Task):
         starts = rng.integers(0, len(ids) - self.seq_len, batch_size)
         idx = starts[:, None] + np.arange(self.seq_len + 1)[None, :]
         win = torch.from_numpy(ids[idx])
-        return Batch(
-            x=win[:, :-1].contiguous(), y=win[:, 1:].contiguous(), meta={"start": torch.from_numpy(starts)}
-        )
+        return Batch(x=win[:, :-1].contiguous(), y=win[:, 1:].contiguous(), meta={"start": torch.from_numpy(starts)})
 
     def stream_windows(self, batch_size: int) -> int:
         """How many consecutive windows each of ``batch_size`` rows reads in one pass over the training

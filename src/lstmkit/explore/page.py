@@ -160,8 +160,14 @@ def page_data(
             display.append(round(disp, 6))
             unit_display.append([round(float(x), 6) for x in per_unit])
             blobs.append(_encode(a[k], lo, hi))
-        quantities[q] = {"kind": GATE_KINDS[q], "width": int(a.shape[2]), "range": ranges,
-                         "display": display, "unit_display": unit_display, "data": blobs}
+        quantities[q] = {
+            "kind": GATE_KINDS[q],
+            "width": int(a.shape[2]),
+            "range": ranges,
+            "display": display,
+            "unit_display": unit_display,
+            "data": blobs,
+        }
 
     # Memory retention and per-unit scores, per layer row, from the full-precision trace.
     long = T > 2 * _RETENTION_MAX_STARTS
@@ -178,13 +184,15 @@ def page_data(
             K = r.max_lag
             lags = np.unique(np.concatenate([[0], np.rint(np.geomspace(1, K, min(K, 80)))]).astype(int))
             hist = retention_histogram(r.half_life)
-            ret_layers.append({
-                "max_lag": K,
-                "lags": lags.tolist(),
-                "curves": [_nums(r.curve[lags, u], 4) for u in range(H)],
-                "half_life": _nums(r.half_life, 3),
-                "hist": {"edges": _nums(hist.edges, 3), "counts": hist.counts.tolist(), "never": hist.never},
-            })
+            ret_layers.append(
+                {
+                    "max_lag": K,
+                    "lags": lags.tolist(),
+                    "curves": [_nums(r.curve[lags, u], 4) for u in range(H)],
+                    "half_life": _nums(r.half_life, 3),
+                    "hist": {"edges": _nums(hist.edges, 3), "counts": hist.counts.tolist(), "never": hist.never},
+                }
+            )
             half = r.half_life
         else:
             ret_layers.append(None)
@@ -199,8 +207,14 @@ def page_data(
             raise InputError(f"build_page: prediction step {step} outside the {T} steps")
         probs = p.get("probs") or {}
         top = sorted(((str(lab), float(v)) for lab, v in dict(probs).items()), key=lambda x: -x[1])[:8]
-        preds.append({"step": step, "pred": str(p.get("pred", "")), "target": str(p.get("target", "")),
-                      "probs": [[display_token(lab), _num(v, 4)] for lab, v in top]})
+        preds.append(
+            {
+                "step": step,
+                "pred": str(p.get("pred", "")),
+                "target": str(p.get("target", "")),
+                "probs": [[display_token(lab), _num(v, 4)] for lab, v in top],
+            }
+        )
 
     nexts: list[Any] | None = None
     if next_probs is not None:
@@ -249,9 +263,12 @@ def page_data(
         "quantities": quantities,
         "retention": ret_layers,
         "scores": scores,
-        "saturation": {"gates": list(sat.gates), "low": sat.low.round(4).tolist(),
-                       "high": sat.high.round(4).tolist(),
-                       "thresholds": [sat.low_threshold, sat.high_threshold]},
+        "saturation": {
+            "gates": list(sat.gates),
+            "low": sat.low.round(4).tolist(),
+            "high": sat.high.round(4).tolist(),
+            "thresholds": [sat.low_threshold, sat.high_threshold],
+        },
         "predictions": preds,
         "next_probs": nexts,
         "signal": sig,
@@ -293,8 +310,17 @@ def build_page(
     next characters, shown on hover. ``report``: the :class:`MysteryReport` (its summary is shown) or text.
     ``signal``: an optional per-step number to sort units by their correlation with.
     """
-    data = page_data(trace, tokens, title=title, layer_labels=layer_labels, predictions=predictions,
-                     next_probs=next_probs, report=report, signal=signal, signal_name=signal_name)
+    data = page_data(
+        trace,
+        tokens,
+        title=title,
+        layer_labels=layer_labels,
+        predictions=predictions,
+        next_probs=next_probs,
+        report=report,
+        signal=signal,
+        signal_name=signal_name,
+    )
     script = _asset("page.js")
     if "</script" in script.lower():  # would end the inline script early
         raise RuntimeError("page.js must not contain '</script'")

@@ -19,8 +19,14 @@ from .page import display_token
 
 __all__ = ["write_pngs"]
 
-_NAMES = {"i": "input gate (noting)", "f": "forget gate (holding)", "g": "candidate",
-          "o": "output gate (recalling)", "c": "cell state (memory)", "h": "hidden state (recalled)"}
+_NAMES = {
+    "i": "input gate (noting)",
+    "f": "forget gate (holding)",
+    "g": "candidate",
+    "o": "output gate (recalling)",
+    "c": "cell state (memory)",
+    "h": "hidden state (recalled)",
+}
 
 
 def _save(fig: Any, path: Path, dpi: int) -> Path:
@@ -94,8 +100,9 @@ def write_pngs(
         fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01, aspect=8)
     axes[-1].set_xlabel("step")
     fig.suptitle(f"Gates of {labels[layer]} ({H} units, steps 0–{n - 1})", fontsize=11, x=0.01, ha="left")
-    fig.subplots_adjust(left=0.06, right=0.97, top=1 - 0.75 / fig.get_figheight(),
-                        bottom=0.6 / fig.get_figheight(), hspace=0.5)
+    fig.subplots_adjust(
+        left=0.06, right=0.97, top=1 - 0.75 / fig.get_figheight(), bottom=0.6 / fig.get_figheight(), hspace=0.5
+    )
     paths.append(_save(fig, out / f"gates_layer{layer}.png", dpi))
 
     # 2. Retention histogram per layer row.
@@ -188,12 +195,21 @@ def write_pngs(
         rgba = cmap(norm(v[t]))
         ax.add_patch(Rectangle((c_, -r_ - 1), max(w_, 1), 0.92, color=rgba, linewidth=0))
         lum = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]
-        ax.text(c_ + 0.05, -r_ - 0.5, text, family="DejaVu Sans Mono", fontsize=fs, va="center",
-                ha="left", color="white" if lum < 0.55 else "black")
+        ax.text(
+            c_ + 0.05,
+            -r_ - 0.5,
+            text,
+            family="DejaVu Sans Mono",
+            fontsize=fs,
+            va="center",
+            ha="left",
+            color="white" if lum < 0.55 else "black",
+        )
     ax.set_xlim(0, cols)
     ax.set_ylim(-nrows - 0.1, 0.1)
     ax.axis("off")
-    fig.suptitle(f"Unit {u}'s {_NAMES[quantity]} over the first {m} tokens ({labels[layer]})",
-                 fontsize=10, x=0.02, ha="left")
+    fig.suptitle(
+        f"Unit {u}'s {_NAMES[quantity]} over the first {m} tokens ({labels[layer]})", fontsize=10, x=0.02, ha="left"
+    )
     paths.append(_save(fig, out / f"text_unit{u}.png", dpi))
     return paths

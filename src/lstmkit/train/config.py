@@ -193,6 +193,7 @@ def train_defaults(task: str) -> dict[str, Any]:
         out[k] = dict(v) if isinstance(v, dict) else v
     return out
 
+
 def model_config_for(cfg: TrainConfig, task: Task) -> ModelConfig:
     return ModelConfig(
         input_type=task.input_type,
