@@ -159,6 +159,36 @@ def test_compile_fullgraph_plain_matches_torch_lstm():
 
 
 @needs_kernels
+def test_compile_fullgraph_dropout_between_layers_draws_torchs_masks_with_fallback_random():
+    # dropout between layers in a compiled module: with inductor's fallback_random the masks come from
+    # torch's generator, so the same seed gives torch.nn.LSTM's outputs and gradients exactly (the
+    # README's promise); without it inductor's own generator draws other masks
+    import torch._inductor.config as inductor_config
+
+    torch.manual_seed(0)
+    ref = nn.LSTM(4, 6, num_layers=3, dropout=0.5).train()
+    m = lstmkit.LSTM.from_torch(ref).train()
+    x = torch.randn(7, 3, 4, requires_grad=True)
+    with inductor_config.patch(fallback_random=True):
+        compiled = torch.compile(m, fullgraph=True, dynamic=False)
+        torch.manual_seed(11)
+        got = compiled(x)
+    assert m.backend == "fused"
+    torch.manual_seed(11)
+    want = ref(x)
+    for g, w in zip((got[0], *got[1]), (want[0], *want[1])):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    gl = torch.autograd.grad(got[0].sum() + got[1][1].sum(), [x, *m.parameters()])
+    wl = torch.autograd.grad(want[0].sum() + want[1][1].sum(), [x, *ref.parameters()])
+    for g, w in zip(gl, wl):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+    torch._dynamo.reset()
+    torch.manual_seed(11)
+    other = torch.compile(m, fullgraph=True, dynamic=False)(x)[0]
+    assert not torch.allclose(other, want[0], atol=1e-3)
+
+
+@needs_kernels
 def test_compiled_calls_reuse_the_kernels_buffers():
     # the kernels keep their large working buffers in a pool and reuse one when nothing else holds it;
     # an operator that pinned them (a Python storage object of an output) made every compiled call take
