@@ -58,6 +58,14 @@ def _grads(out: Any, m: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return list(torch.autograd.grad(loss, [x, *m.parameters()]))
 
 
+def _assert_matches_torch(got: Any, want: Any, m: nn.Module, ref: nn.Module, x: torch.Tensor) -> None:
+    """lstmkit's (output, (h_n, c_n)) and gradients against torch.nn.LSTM's with the same weights."""
+    for g, w in zip((got[0], *got[1]), (want[0], *want[1])):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    for g, w in zip(_grads(got, m, x), _grads(want, ref, x)):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- torch.compile
 
 
@@ -149,13 +157,7 @@ def test_compile_fullgraph_plain_matches_torch_lstm():
     x = torch.randn(3, 9, 4, requires_grad=True)
     got = compiled(x)
     assert m.backend == "fused"
-    want = ref(x)
-    for g, w in zip((got[0], *got[1]), (want[0], *want[1])):
-        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
-    gl = torch.autograd.grad(got[0].sum() + got[1][0].sum(), [x, *m.parameters()])
-    wl = torch.autograd.grad(want[0].sum() + want[1][0].sum(), [x, *ref.parameters()])
-    for g, w in zip(gl, wl):
-        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+    _assert_matches_torch(got, ref(x), m, ref, x)
 
 
 @needs_kernels
@@ -176,12 +178,7 @@ def test_compile_fullgraph_dropout_between_layers_draws_torchs_masks_with_fallba
     assert m.backend == "fused"
     torch.manual_seed(11)
     want = ref(x)
-    for g, w in zip((got[0], *got[1]), (want[0], *want[1])):
-        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
-    gl = torch.autograd.grad(got[0].sum() + got[1][1].sum(), [x, *m.parameters()])
-    wl = torch.autograd.grad(want[0].sum() + want[1][1].sum(), [x, *ref.parameters()])
-    for g, w in zip(gl, wl):
-        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+    _assert_matches_torch(got, want, m, ref, x)
     torch._dynamo.reset()
     torch.manual_seed(11)
     other = torch.compile(m, fullgraph=True, dynamic=False)(x)[0]
